@@ -1,0 +1,53 @@
+# midigen - `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build here.
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create ./.venv and install midigen (editable) with its dev extras
+
+data: $(STAMP) ## build the default training corpus (Bach chorales + fiddle tunes) into data/corpus
+	$(VENV)/bin/midigen data build
+
+train: $(STAMP) ## install, build the corpus, train the default experiment, register and sample
+	$(VENV)/bin/midigen data build
+	$(VENV)/bin/midigen train $(ARGS)
+
+test: $(STAMP) ## install and run the fast test suite
+	$(PY) -m pytest -q -x tests
+
+test-slow: $(STAMP) ## run the slow tests (real training runs, servers, multi-process)
+	$(PY) -m pytest -q -m slow tests
+
+generate: $(STAMP) ## generate 8 MIDI ideas from the champion model (or the shipped pretrained one) into ideas/
+	$(VENV)/bin/midigen generate --num 8 --bars 8 --out ideas --force $(ARGS)
+
+bench: $(STAMP) ## run the side-by-side benchmarks (midigen bench)
+	$(VENV)/bin/midigen bench --json bench/bench.json $(ARGS)
+
+study: $(STAMP) ## run the seed study and regenerate experiments/seed_study/REPORT.md
+	bash experiments/seed_study/run.sh
+
+ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from midigen.tracking import tracking_uri; print(tracking_uri())')" \
+		--default-artifact-root "$$($(PY) -c 'from midigen.tracking import artifact_root; print(artifact_root())')" \
+		--host 127.0.0.1 --port $${PORT:-5000}
+
+clean: ## remove caches and run outputs (keeps data/corpus and mlflow.db)
+	rm -rf outputs multirun .pytest_cache data/cache
+
+.PHONY: help install data train test test-slow generate bench study ui clean

@@ -1,0 +1,147 @@
+"""`midigen` command line. Each subcommand imports only what it needs.
+
+The producer's commands (`generate`, `tokenize`, `evaluate`) never import Lightning or
+Hydra; `train` hands its arguments to the Hydra app in `midigen.train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from midigen.errors import MidigenError
+
+
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from midigen.corpus import DEFAULT_STYLES, build_corpus
+
+    styles = args.styles.split(",") if args.styles else list(DEFAULT_STYLES)
+    build_corpus(styles=styles, out=Path(args.out), limit=args.limit, jobs=args.jobs)
+    return 0
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from midigen.tokenizer import OoreTokenizer
+    from midigen.events import EventParams
+
+    params = EventParams.seed() if args.tokenizer == "seed" else EventParams.beat()
+    tok = OoreTokenizer.from_params(params)
+    ids = tok.encode_file(args.file)
+    names = tok.event_names()
+    events = [names[int(i)] for i in ids]
+    if args.json:
+        print(json.dumps({"vocab_size": len(tok), "ids": ids.tolist(), "events": events}))
+    else:
+        print("Index List:")
+        print(ids.tolist())
+        print("Event List:")
+        print(events)
+    if args.decode:
+        tok.decode(ids, output_path=args.decode)
+        print(f"wrote {args.decode}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from midigen.train import run_cli
+
+    return run_cli(rest)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from midigen.metrics import evaluate_command
+
+    return evaluate_command(args)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from midigen.generate import generate_command
+
+    return generate_command(args)
+
+
+def _cmd_models_pull(args: argparse.Namespace) -> int:
+    from midigen.bundle import pull_model
+
+    path = pull_model(args.uri, Path(args.out))
+    print(path)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from midigen.bench import bench_command
+
+    return bench_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="midigen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build training corpora")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    build = data_sub.add_parser("build", help="export a corpus shipped inside music21 as MIDI, one folder per style")
+    build.add_argument("--styles", default=None, help="comma-separated: chorale,fiddle,folk,renaissance (default: chorale,fiddle)")
+    build.add_argument("--out", default="data/corpus", help="corpus root (default: data/corpus)")
+    build.add_argument("--limit", type=int, default=None, help="at most N pieces per style")
+    build.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    build.set_defaults(func=_cmd_data_build)
+
+    tok = sub.add_parser("tokenize", help="print a MIDI file as events and ids (seed Figure 9)")
+    tok.add_argument("file")
+    tok.add_argument("--tokenizer", choices=["seed", "beat"], default="seed")
+    tok.add_argument("--json", action="store_true", help='print {"vocab_size", "ids", "events"}')
+    tok.add_argument("--decode", metavar="OUT.mid", help="write the tokens back to MIDI")
+    tok.set_defaults(func=_cmd_tokenize)
+
+    train = sub.add_parser("train", help="train with Hydra overrides (midigen train experiment=smoke)", add_help=False)
+    train.set_defaults(func=_cmd_train, passthrough=True)
+
+    ev = sub.add_parser("evaluate", help="musical metrics of a folder of MIDI files")
+    ev.add_argument("dir")
+    ev.add_argument("--reference", help="folder of real MIDI files to compare distributions with")
+    ev.add_argument("--against", metavar="MODEL", help="model whose training-corpus index measures copying")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    from midigen.generate import add_generate_arguments
+
+    gen = sub.add_parser("generate", help="write MIDI ideas from a trained model")
+    add_generate_arguments(gen)
+    gen.set_defaults(func=_cmd_generate)
+
+    models = sub.add_parser("models", help="registered models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    pull = models_sub.add_parser("pull", help="download a model for offline generation")
+    pull.add_argument("uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")
+    pull.add_argument("--out", default=".", help="folder to put the model folder in")
+    pull.set_defaults(func=_cmd_models_pull)
+
+    bench = sub.add_parser("bench", help="side-by-side benchmarks against the baselines")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes; the whole run in about 3 minutes")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] == "train":  # Hydra parses its own arguments
+        try:
+            return _cmd_train(argparse.Namespace(), argv[1:])
+        except MidigenError as exc:
+            print(f"midigen: error: {exc}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MidigenError as exc:
+        print(f"midigen: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
