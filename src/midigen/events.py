@@ -222,3 +222,52 @@ def total_steps(ids, params: EventParams) -> int:
     ids = np.asarray(ids, dtype=np.int64)
     mask = (ids >= TIME_SHIFT_OFFSET) & (ids < TIME_SHIFT_OFFSET + params.max_shift)
     return int((ids[mask] - TIME_SHIFT_OFFSET + 1).sum())
+
+
+def transpose(ids: np.ndarray, semitones: int) -> np.ndarray:
+    """Shift every NOTE_ON/NOTE_OFF by `semitones`; the caller keeps pitches in 0..127."""
+    ids = np.asarray(ids, dtype=np.int64)
+    is_note = (ids >= NOTE_ON_OFFSET) & (ids < TIME_SHIFT_OFFSET)
+    return np.where(is_note, ids + semitones, ids)
+
+
+def pitch_bounds(ids: np.ndarray) -> tuple[int, int] | None:
+    """Lowest and highest pitch named by any note event, or None if there are none."""
+    ids = np.asarray(ids, dtype=np.int64)
+    on = ids[(ids >= NOTE_ON_OFFSET) & (ids < NOTE_OFF_OFFSET)] - NOTE_ON_OFFSET
+    off = ids[(ids >= NOTE_OFF_OFFSET) & (ids < TIME_SHIFT_OFFSET)] - NOTE_OFF_OFFSET
+    pitches = np.concatenate([on, off])
+    if pitches.size == 0:
+        return None
+    return int(pitches.min()), int(pitches.max())
+
+
+def retime(ids: np.ndarray, factor: float, params: EventParams) -> np.ndarray:
+    """Stretch time by `factor`: each run of TIME_SHIFTs is re-expressed at its scaled length.
+
+    Runs are rounded independently (a run never shrinks below one step), so the order
+    of events is kept. Used for the Oore et al. time-stretch augmentation.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    is_shift = (ids >= TIME_SHIFT_OFFSET) & (ids < TIME_SHIFT_OFFSET + params.max_shift)
+    if not is_shift.any():
+        return ids
+    amounts = np.where(is_shift, ids - TIME_SHIFT_OFFSET + 1, 0)
+    run_start = is_shift & ~np.concatenate([[False], is_shift[:-1]])
+    run_id = np.cumsum(run_start) - 1
+    run_totals = np.bincount(run_id[is_shift], weights=amounts[is_shift]).astype(np.int64)
+    new_totals = np.maximum(np.rint(run_totals * factor).astype(np.int64), 1)
+    full, rest = np.divmod(new_totals, params.max_shift)
+    counts = full + (rest > 0)
+    pieces = []
+    starts = np.flatnonzero(run_start)
+    prev = 0
+    for r, s in enumerate(starts.tolist()):
+        pieces.append(ids[prev:s][~is_shift[prev:s]])
+        run = np.full(int(counts[r]), TIME_SHIFT_OFFSET + params.max_shift - 1, dtype=np.int64)
+        if rest[r] > 0:
+            run[-1] = TIME_SHIFT_OFFSET + rest[r] - 1
+        pieces.append(run)
+        prev = s
+    pieces.append(ids[prev:][~is_shift[prev:]])
+    return np.concatenate(pieces)

@@ -128,3 +128,21 @@ def write_midi(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def ids_to_ticks(ids, params: EventParams, bpm: float = 120.0, end_tick: int | None = None,
+                 min_ticks: int = 1):
+    """Token ids -> notes in ticks (on, off, pitch), cut at `end_tick`.
+
+    Notes still sounding at the end close there; notes starting at or after it are
+    dropped, and so is any note shorter than `min_ticks` (a stub left by the cut).
+    """
+    from midigen.events import decode_ids
+
+    on, off, pitch = decode_ids(ids, params)
+    on_t, off_t = steps_to_ticks(on, params, bpm), steps_to_ticks(off, params, bpm)
+    if end_tick is not None:
+        keep = on_t < end_tick
+        on_t, off_t, pitch = on_t[keep], np.minimum(off_t[keep], end_tick), pitch[keep]
+    keep = off_t - on_t >= max(min_ticks, 1)
+    return on_t[keep], off_t[keep], pitch[keep]

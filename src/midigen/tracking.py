@@ -1,0 +1,127 @@
+"""Where runs and models are tracked: MLflow URIs, store creation, model logging and registry.
+
+Default store: SQLite at `<repo>/mlflow.db` with artifacts under `<repo>/mlartifacts`,
+derived from the repo root, never the working directory. `MLFLOW_TRACKING_URI`
+overrides it (a team's `mlflow server`). mlflow is imported inside functions: the
+producer path reaches here only for registry URIs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from midigen.errors import MidigenError
+
+DEFAULT_REGISTRY_NAME = "midigen"
+
+
+def repo_root() -> Path:
+    """The checkout this package is installed from (editable), else the working directory."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return (repo_root() / "mlartifacts").as_uri()
+
+
+def is_local_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail within seconds, with one line, when an HTTP tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MidigenError(f"MLflow tracking server {uri} is not reachable ({reason}); start it or "
+                           "set MLFLOW_TRACKING_URI to a running server") from None
+
+
+def ensure_store(uri: str) -> None:
+    """Create the SQLite store before anything runs in parallel (first-time migrations collide)."""
+    check_reachable(uri)
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).search_experiments(max_results=1)
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    """The id of experiment `name`, created with artifacts under <repo>/mlartifacts for the local store."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = f"{artifact_root()}/{name}" if is_local_sqlite(uri) else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # a parallel sweep job created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def log_model(run_id: str, bundle_dir: Path, uri: str, registry_name: str | None,
+              alias: str | None = None) -> dict:
+    """Log the bundle as an MLflow pyfunc model (models-from-code + our package as code_paths).
+
+    The model loads anywhere with `mlflow.pyfunc.load_model(uri)`: no pickled objects,
+    weights as safetensors. Registered under `registry_name` (a new version per run),
+    with `alias` pointed at it when given. Returns {"model_uri", "version"}.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    package_dir = Path(__file__).resolve().parent
+    model_code = package_dir / "mlflow_model.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        # code_paths copies the package; leave caches out of the artifact.
+        code_copy = Path(tmp) / "midigen"
+        shutil.copytree(package_dir, code_copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(model_code),
+                artifacts={"bundle": str(bundle_dir)},
+                code_paths=[str(code_copy)],
+                pip_requirements=_requirements(),
+            )
+    result = {"model_uri": f"runs:/{run_id}/model", "version": None}
+    if registry_name:
+        from mlflow import MlflowClient
+
+        version = mlflow.register_model(info.model_uri, registry_name)
+        result["version"] = int(version.version)
+        client = MlflowClient(uri)
+        client.set_model_version_tag(registry_name, version.version, "run_id", run_id)
+        if alias:
+            client.set_registered_model_alias(registry_name, alias, version.version)
+    return result
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pins = []
+    for name in ("torch", "numpy", "mido", "safetensors", "symusic", "mlflow"):
+        try:
+            pins.append(f"{name}=={version(name)}" if name != "torch" else f"torch=={version(name).split('+')[0]}")
+        except Exception:
+            pins.append(name)
+    return pins

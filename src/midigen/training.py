@@ -1,0 +1,76 @@
+"""The LightningModule: next-event cross-entropy on `EventLSTM`, ignoring padding.
+
+Logs train/val/test loss (mean NLL per event, in nats), perplexity and next-event
+accuracy. Hyper-parameters are saved as plain dicts so checkpoints load with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from midigen.events import PAD_ID, EventParams
+from midigen.model import EventLSTM, ModelConfig
+
+
+class EventLSTMModule(pl.LightningModule):
+    def __init__(self, model: dict, tokenizer: dict, optim: dict, scheduler: dict | None = None,
+                 styles: list[str] | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        params = EventParams.from_dict(tokenizer)
+        config = ModelConfig.from_dict({**model, "vocab_size": params.vocab_size, "styles": list(styles or [])})
+        self.hparams.model = config.to_dict()
+        self.net = EventLSTM(config)
+        self.params = params
+
+    def forward(self, ids: torch.Tensor, style: torch.Tensor | None = None):
+        return self.net(ids, style)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        inputs, targets, style = batch  # (B, T), (B, T), (B,)
+        logits, _ = self.net(inputs, style if self.net.num_styles else None)  # (B, T, V)
+        flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        valid = flat_targets != PAD_ID
+        n = int(valid.sum())
+        loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=PAD_ID)
+        with torch.no_grad():
+            acc = (flat_logits.argmax(-1)[valid] == flat_targets[valid]).float().mean() if n else loss.new_zeros(())
+        on_step = stage == "train"
+        # batch_size = events, so the epoch value is the mean NLL per event, not per batch.
+        self.log(f"{stage}/nll", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=max(n, 1))
+        self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, batch_size=max(n, 1))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _log_perplexity(self, stage: str) -> None:
+        nll = self.trainer.callback_metrics.get(f"{stage}/nll")
+        if nll is not None:
+            self.log(f"{stage}/ppl", math.exp(min(float(nll), 50.0)))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test")
+
+    def configure_optimizers(self):
+        from hydra.utils import instantiate
+
+        optimizer = instantiate(self.hparams.optim)(self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/nll"}}
