@@ -135,6 +135,7 @@ def _download(ref: str, dest_parent: Path | None = None) -> Path:
 
     uri = tracking_uri()
     check_reachable(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

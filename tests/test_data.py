@@ -1,0 +1,168 @@
+"""The token cache, splits, sampling schemes and augmentation of the DataModule."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from midigen.data import (
+    EventDataModule,
+    WindowSequences,
+    Augmentation,
+    assign_splits,
+    build_token_cache,
+    list_corpus,
+    split_of,
+)
+from midigen.errors import MidigenError
+from midigen.events import PAD_ID, EventParams
+
+from conftest import make_midi
+
+SEED = EventParams.seed()
+
+
+def test_cache_reused_and_rebuilt_only_for_changed_files(corpus_copy, tmp_path, monkeypatch):
+    import midigen.data as data
+
+    calls = []
+    real = data.read_notes
+    monkeypatch.setattr(data, "read_notes", lambda path, params: calls.append(path) or real(path, params))
+    first = build_token_cache(corpus_copy, SEED, tmp_path / "cache")
+    n_files = len(list_corpus(corpus_copy))
+    assert len(calls) == n_files and len(first.files) == n_files
+    calls.clear()
+    again = build_token_cache(corpus_copy, SEED, tmp_path / "cache")
+    assert calls == [] and again.cache_dir == first.cache_dir  # warm cache: no MIDI parsing at all
+    assert isinstance(again.tokens, np.memmap)
+    # change one file: only it is re-tokenized
+    changed = sorted((corpus_copy / "fiddle").glob("*.mid"))[0]
+    make_midi(changed, [(60, 0, 1), (64, 1, 2)])
+    third = build_token_cache(corpus_copy, SEED, tmp_path / "cache")
+    assert [p.name for p in calls] == [changed.name]
+    assert third.cache_dir != first.cache_dir
+
+
+def test_splits_are_stable_when_files_are_added():
+    rels = [f"style/file{i:03d}.mid" for i in range(200)]
+    before = {r: split_of(r, 0.1, 0.1) for r in rels}
+    more = rels + [f"style/new{i:03d}.mid" for i in range(100)]
+    after = {r: split_of(r, 0.1, 0.1) for r in more}
+    assert all(after[r] == before[r] for r in rels)
+    counts = {s: list(before.values()).count(s) for s in ("train", "val", "test")}
+    assert 10 <= counts["val"] <= 32 and 10 <= counts["test"] <= 32
+
+
+def test_a_dozen_files_still_get_train_and_val(tmp_path):
+    rels = [f"a/{i}.mid" for i in range(12)]
+    splits = assign_splits(rels, 0.1, 0.1)
+    assert {"train", "val", "test"} <= set(splits.values())
+
+
+def test_bad_files_are_skipped_and_reported(corpus_copy, tmp_path):
+    (corpus_copy / "fiddle" / "garbage.mid").write_bytes(b"not midi at all")
+    (corpus_copy / "fiddle" / "empty.mid").write_bytes(b"")
+    make_midi(corpus_copy / "chorale" / "drums.mid", [(36, 0, 1)], channel=9)
+    corpus = build_token_cache(corpus_copy, SEED, tmp_path / "cache")
+    reasons = {s["rel"]: s["reason"] for s in corpus.skipped}
+    assert set(reasons) == {"fiddle/garbage.mid", "fiddle/empty.mid", "chorale/drums.mid"}
+    assert "drum" in reasons["chorale/drums.mid"]
+    report = (corpus.cache_dir / "skipped.csv").read_text()
+    assert "fiddle/garbage.mid" in report and "not a readable MIDI file" in report
+
+
+def test_missing_and_empty_corpus_are_clear_errors(tmp_path):
+    with pytest.raises(MidigenError, match="does not exist"):
+        list_corpus(tmp_path / "nope")
+    (tmp_path / "empty" / "style").mkdir(parents=True)
+    with pytest.raises(MidigenError, match="no MIDI files"):
+        list_corpus(tmp_path / "empty")
+    (tmp_path / "bad" / "style").mkdir(parents=True)
+    (tmp_path / "bad" / "style" / "x.mid").write_bytes(b"junk")
+    with pytest.raises(MidigenError, match="no usable MIDI file"):
+        build_token_cache(tmp_path / "bad", SEED, tmp_path / "cache")
+
+
+def _module(corpus, tmp_path, **kw):
+    args = dict(root=str(corpus), cache_dir=str(tmp_path / "cache"), tokenizer=SEED.to_dict(), seq_len=64,
+                batch_size=4)
+    args.update(kw)
+    dm = EventDataModule(**args)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_seed_scheme_is_first_220_events_padded(corpus_dir, tmp_path):
+    dm = _module(corpus_dir, tmp_path, scheme="seed", seq_len=219)
+    corpus = dm.corpus
+    f = dm.train_set.files[0]
+    inputs, targets, style = dm.train_set[0]
+    first = np.asarray(corpus.tokens[f["offset"]: f["offset"] + min(220, f["length"])])
+    assert inputs.shape == (219,) and targets.shape == (219,)
+    assert np.array_equal(inputs.numpy()[: len(first) - 1], first[:-1])
+    assert np.array_equal(targets.numpy()[: len(first) - 1], first[1:])
+    assert (targets.numpy()[len(first) - 1:] == PAD_ID).all()
+    assert dm.styles[int(style)] == f["style"]
+
+
+def test_windows_cover_whole_files_and_change_each_epoch(corpus_dir, tmp_path):
+    dm = _module(corpus_dir, tmp_path, scheme="windows", augment={"transpose": 0, "stretch": 0.0})
+    ds = dm.train_set
+    starts0 = [tuple(ds[i][0][:5].tolist()) for i in range(len(ds))]
+    assert [tuple(ds[i][0][:5].tolist()) for i in range(len(ds))] == starts0  # deterministic
+    ds.epoch = 1
+    assert [tuple(ds[i][0][:5].tolist()) for i in range(len(ds))] != starts0
+    # windows come from beyond the first 220 events (the seed never saw those)
+    corpus = dm.corpus
+    long_file = max(ds.files, key=lambda f: f["length"])
+    assert long_file["length"] > 400
+    tail = np.asarray(corpus.tokens[long_file["offset"] + 300: long_file["offset"] + long_file["length"]])
+    seen_tail = False
+    for epoch in range(4):
+        ds.epoch = epoch
+        for i in range(len(ds)):
+            window = ds[i][0].numpy()
+            seen_tail |= any(np.array_equal(window[:8], tail[j:j + 8]) for j in range(0, len(tail) - 8, 1))
+        if seen_tail:
+            break
+    assert seen_tail
+
+
+def test_augmentation_keeps_ids_in_range(corpus_dir, tmp_path):
+    dm = _module(corpus_dir, tmp_path, scheme="windows", augment={"transpose": 6, "stretch": 0.1})
+    ds = dm.train_set
+    for epoch in range(3):
+        ds.epoch = epoch
+        for i in range(len(ds)):
+            inputs, targets, _ = ds[i]
+            assert inputs.min() >= 0 and inputs.max() < SEED.vocab_size
+            assert targets.min() >= 0 and targets.max() < SEED.vocab_size
+
+
+def test_transposition_never_leaves_midi_range(corpus_dir, tmp_path):
+    dm = _module(corpus_dir, tmp_path)
+    ds = WindowSequences(dm.corpus, dm.corpus.split("train"), 64, dm.style_index, Augmentation(transpose=60))
+    for i in range(len(ds)):
+        ids = ds[i][0].numpy()
+        notes = ids[(ids >= 1) & (ids < 257)]
+        assert notes.min() >= 1 and notes.max() <= 256
+
+
+def test_val_and_test_tile_every_event_once(corpus_dir, tmp_path):
+    dm = _module(corpus_dir, tmp_path)
+    val_files = dm.corpus.split("val")
+    assert val_files, "a 16-file corpus still has a validation split"
+    targets = sum(int((dm.val_set[i][1] != PAD_ID).sum()) for i in range(len(dm.val_set)))
+    assert targets == sum(f["length"] - 1 for f in val_files)
+
+
+def test_bad_options_fail_before_training(corpus_dir, tmp_path):
+    with pytest.raises(MidigenError, match="seq_len"):
+        _module(corpus_dir, tmp_path, seq_len=1)
+    with pytest.raises(MidigenError, match="scheme"):
+        _module(corpus_dir, tmp_path, scheme="bogus")
+    with pytest.raises(MidigenError, match="styles"):
+        _module(corpus_dir, tmp_path, styles=["jazz"])
