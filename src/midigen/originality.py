@@ -211,7 +211,7 @@ class OriginalityIndex:
         order = np.lexsort((starts, sources, hashes))
         hashes, sources, starts = hashes[order], sources[order], starts[order]
         keep = np.ones(hashes.size, bool)
-        keep[1:] = (hashes[1:] != hashes[:-1])
+        keep[1:] = (hashes[1:] != hashes[:-1]) | (sources[1:] != sources[:-1])
         self._hashes, self._sources, self._starts = hashes[keep], sources[keep], starts[keep]
 
     @property
