@@ -95,11 +95,25 @@ def find_bundle_dir(path: Path) -> Path:
                        "pull one with `midigen models pull models:/midigen@champion`")
 
 
-def _load_checkpoint(path: Path) -> Bundle:
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint's contents, loaded as data only (`weights_only`).
+
+    A checkpoint that would run code while loading (a pickled object) or is not a
+    checkpoint at all is a MidigenError naming the file.
+    """
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise MidigenError(f"{path}: not a loadable checkpoint ({str(exc).splitlines()[0][:160]})") from None
+        # torch's text is a paragraph about weights_only; keep the line that says what was wrong.
+        noise = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if not line.startswith(noise)), lines[0] if lines else type(exc).__name__)
+        raise MidigenError(f"{path}: not a loadable checkpoint ({reason[:200]}); only checkpoints holding "
+                           "plain data load, never code") from None
+
+
+def _load_checkpoint(path: Path) -> Bundle:
+    ckpt = read_checkpoint(path)
     hp = ckpt.get("hyper_parameters", {})
     if "model" not in hp or "tokenizer" not in hp:
         raise MidigenError(f"{path}: not a midigen training checkpoint (no model/tokenizer hyper-parameters)")

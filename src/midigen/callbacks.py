@@ -24,12 +24,29 @@ SAMPLE_METRICS = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphon
 
 
 class EpochWindows(pl.Callback):
-    """Tell the window dataset which epoch it is, so each epoch draws new windows."""
+    """Tell the data which epoch it is (new windows, a new shuffle) and reseed the RNGs for it.
+
+    Every random draw of epoch e - windows, shuffle, dropout - is then a function of
+    (seed, e, rank), whatever ran before: a run resumed from an epoch's last.ckpt trains the
+    next epochs exactly as the uninterrupted run would (Lightning does not save RNG states).
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import random
+
+        import torch
+
+        epoch = trainer.current_epoch
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "set_epoch"):
-            dm.set_epoch(trainer.current_epoch)
+            dm.set_epoch(epoch)
+        seed = int(np.random.SeedSequence([self.seed, epoch, trainer.global_rank]).generate_state(1)[0])
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
 
 
 class SamplingCallback(pl.Callback):
@@ -84,6 +101,13 @@ class SamplingCallback(pl.Callback):
         self.history.append({"epoch": epoch, **mean})
         return mean
 
+    def last_on_disk(self) -> dict:
+        """The newest epoch's mean sample metrics from disk (`history` stays in a ddp_spawn worker)."""
+        newest = sorted(self.out_dir.glob("epoch_*/metrics.json"))
+        if not newest:
+            return {}
+        return {"epoch": int(newest[-1].parent.name.split("_")[1]), **json.loads(newest[-1].read_text())["mean"]}
+
     def _index(self):  # noqa: ANN202
         if self.index_path is None or not self.index_path.exists():
             return None
@@ -92,14 +116,52 @@ class SamplingCallback(pl.Callback):
         return OriginalityIndex.load(self.index_path)
 
 
+class StopReason(pl.Callback):
+    """Why fitting ended (epochs done, early stop, time limit), as the MLflow run's tag `stopped`.
+
+    Decided where training ran: under ddp_spawn that is the rank-0 worker, whose trainer
+    state (epochs, early stopping) never comes back to the main process.
+    """
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.reason = why_stopped(trainer)
+        run_id = getattr(trainer.logger, "run_id", None)
+        if run_id:
+            trainer.logger.experiment.set_tag(run_id, "stopped", self.reason)
+
+
+def why_stopped(trainer: pl.Trainer) -> str:
+    """One line on why `trainer.fit` returned (current_epoch counts finished epochs by then)."""
+    if trainer.max_epochs and trainer.current_epoch >= trainer.max_epochs:
+        return f"completed {trainer.max_epochs} epochs"
+    for cb in trainer.callbacks:
+        if type(cb).__name__ == "EarlyStopping" and getattr(cb, "stopped_epoch", 0):
+            return f"early-stopped at epoch {cb.stopped_epoch} (val/nll stopped improving)"
+        if type(cb).__name__ == "Timer" and cb.time_remaining() is not None and cb.time_remaining() <= 0:
+            return f"cut short by trainer.max_time after {trainer.current_epoch} epochs"
+    return f"stopped after {trainer.current_epoch} epochs"
+
+
 class InterruptGuard(pl.Callback):
-    """On Ctrl-C (or any exception) save `last.ckpt` so `ckpt_path=last` can resume."""
+    """On Ctrl-C or SIGTERM while fitting, save `last.ckpt` so `ckpt_path=last` can resume.
+
+    The checkpoint is taken mid-epoch: resuming from it restarts that epoch's windows.
+    """
 
     def __init__(self, checkpoint_dir: str | Path):
         self.checkpoint_dir = Path(checkpoint_dir)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+        from pytorch_lightning.trainer.states import TrainerFn
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if stopped and trainer.state.fn == TrainerFn.FITTING and trainer.is_global_zero:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(str(self.checkpoint_dir / "last.ckpt"))
             log.warning("interrupted: saved %s; resume with ckpt_path=last", self.checkpoint_dir / "last.ckpt")

@@ -30,6 +30,7 @@ from midigen.events import (
     PAD_ID,
     TOKEN_DTYPE,
     EventParams,
+    count_tokens,
     encode_notes,
     pitch_bounds,
     retime,
@@ -124,13 +125,16 @@ def build_token_cache(
     cache_root: str | Path,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    max_file_tokens: int | None = None,
 ) -> TokenCorpus:
     """Tokenize a corpus folder into `cache_root/<params>/`, reusing what is cached.
 
     Per-file ids live in `files/<sha1>.npy` (or `<sha1>.skip` with the reason); the whole
     corpus is one `tokens.npy` in a folder named by the hash of the file listing, with
     `index.json` and a `skipped.csv` report beside it. Unusable files are skipped and
-    reported, never fatal; a corpus with no usable file is a MidigenError.
+    reported, never fatal; a corpus with no usable file is a MidigenError. A file that
+    would be more than `max_file_tokens` ids is skipped before its ids are built (a huge
+    delta time is a few bytes of MIDI but millions of TIME_SHIFTs).
     """
     files = list_corpus(root)
     base = Path(cache_root) / params.key()
@@ -148,7 +152,7 @@ def build_token_cache(
         hashes.append((cf, digest))
     listing = hashlib.sha1(json.dumps(
         [(cf.rel, cf.style, d) for cf, d in hashes] + [s["rel"] for s in skipped]
-        + [val_fraction, test_fraction]).encode()).hexdigest()[:16]
+        + [val_fraction, test_fraction, max_file_tokens]).encode()).hexdigest()[:16]
     corpus_dir = base / f"corpus-{listing}"
     index_path = corpus_dir / "index.json"
     if index_path.exists():
@@ -158,6 +162,7 @@ def build_token_cache(
 
     arrays = []
     offset = 0
+    too_long = f"too long to train on: {{:,}} tokens, more than data.max_file_tokens={max_file_tokens}"
     for cf, digest in hashes:
         npy, skip = per_file / f"{digest}.npy", per_file / f"{digest}.skip"
         if skip.exists():
@@ -165,9 +170,18 @@ def build_token_cache(
             continue
         if npy.exists():
             ids = np.load(npy)
+            if max_file_tokens and ids.size > max_file_tokens:
+                skipped.append({"rel": cf.rel, "reason": too_long.format(ids.size)})
+                continue
         else:
             try:
-                ids = encode_notes(*read_notes(cf.path, params), params)
+                notes = read_notes(cf.path, params)
+                n_tokens = count_tokens(*notes, params)
+                if max_file_tokens and n_tokens > max_file_tokens:
+                    # Not cached as a .skip: the limit is a setting, not a property of the file.
+                    skipped.append({"rel": cf.rel, "reason": too_long.format(n_tokens)})
+                    continue
+                ids = encode_notes(*notes, params)
                 if ids.size < 2:
                     raise MidiReadError(f"{cf.path.name}: too few events")
             except MidiReadError as exc:
@@ -213,7 +227,7 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 
 def _write_skips(corpus_dir: Path, skipped: list[dict]) -> None:
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    with (corpus_dir / "skipped.csv").open("w", newline="") as fh:
+    with (corpus_dir / "skipped.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=["rel", "reason"])
         writer.writeheader()
         writer.writerows(skipped)
@@ -336,7 +350,8 @@ class EventDataModule(pl.LightningDataModule):
     def __init__(self, root: str, cache_dir: str, tokenizer: dict, scheme: str = "windows", seq_len: int = 256,
                  batch_size: int = 64, eval_batch_size: int | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, augment: dict | None = None, samples_per_epoch: int | None = None,
-                 num_workers: int = 0, seed: int = 0, styles: list[str] | None = None, max_files: int | None = None):
+                 num_workers: int = 0, seed: int = 0, styles: list[str] | None = None, max_files: int | None = None,
+                 max_file_tokens: int | None = None):
         super().__init__()
         if scheme not in ("seed", "windows"):
             raise MidigenError(f"data.scheme={scheme!r} is not a sampling scheme: use 'seed' or 'windows'")
@@ -351,7 +366,7 @@ class EventDataModule(pl.LightningDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.augmentation = Augmentation(**dict(augment or {}))
         self.samples_per_epoch, self.num_workers, self.seed = samples_per_epoch, num_workers, seed
-        self.wanted_styles, self.max_files = styles, max_files
+        self.wanted_styles, self.max_files, self.max_file_tokens = styles, max_files, max_file_tokens
         self.corpus: TokenCorpus | None = None
 
     def prepare_data(self) -> None:
@@ -359,7 +374,8 @@ class EventDataModule(pl.LightningDataModule):
 
     def load_corpus(self) -> TokenCorpus:
         if self.corpus is None:
-            corpus = build_token_cache(self.root, self.params, self.cache_dir, self.val_fraction, self.test_fraction)
+            corpus = build_token_cache(self.root, self.params, self.cache_dir, self.val_fraction, self.test_fraction,
+                                       self.max_file_tokens)
             if self.wanted_styles:
                 missing = sorted(set(self.wanted_styles) - set(corpus.styles))
                 if missing:
@@ -397,16 +413,20 @@ class EventDataModule(pl.LightningDataModule):
         self.test_set = TiledSequences(corpus, corpus.split("test"), self.seq_len, self.style_index)
 
     def set_epoch(self, epoch: int) -> None:
+        """New windows and a new shuffle for `epoch`, each a function of (seed, epoch) alone."""
         if isinstance(getattr(self, "train_set", None), WindowSequences):
             self.train_set.epoch = epoch
+        if getattr(self, "_shuffle", None) is not None:
+            self._shuffle.manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
 
-    def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+    def _loader(self, dataset, shuffle: bool, batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
+        generator = generator or torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           generator=generator, persistent_workers=False, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.scheme == "seed", self.batch_size)
+        self._shuffle = torch.Generator().manual_seed(self.seed)  # reseeded by set_epoch
+        return self._loader(self.train_set, self.scheme == "seed", self.batch_size, self._shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False, self.eval_batch_size)

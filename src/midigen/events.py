@@ -168,13 +168,28 @@ def encode_notes(on: np.ndarray, off: np.ndarray, pitch: np.ndarray, params: Eve
     return ids.astype(TOKEN_DTYPE)
 
 
+def count_tokens(on: np.ndarray, off: np.ndarray, pitch: np.ndarray, params: EventParams) -> int:
+    """How many ids `encode_notes` would return for these notes, without building them.
+
+    A size check before encoding: a few bytes of MIDI (one huge delta time) can stand for
+    billions of TIME_SHIFTs, and the ids are built in memory at once.
+    """
+    on, off, pitch = resolve_overlaps(on, off, pitch)
+    if on.size == 0:
+        return 0
+    times = np.sort(np.concatenate([off, on]))
+    gaps = np.diff(times, prepend=0)
+    return int((-(-gaps // params.max_shift)).sum()) + int(times.size)  # ceil(gap / max_shift) shifts each
+
+
 def decode_ids(ids, params: EventParams, close_at: int | None = None):
     """Token ids -> notes (on, off, pitch) in integer steps.
 
     Tolerant of any id sequence, as a sampler can produce: a NOTE_OFF with no open note
     is ignored, a NOTE_ON of a sounding pitch first ends it (notes last >= 1 step), pad
-    and unknown ids are skipped, and notes still open at the end are closed at
-    `close_at` (default: the final time, or one step after the onset).
+    and unknown ids are skipped, notes still open at the end are closed at `close_at`
+    (default: the final time, or one step after the onset), and notes of one pitch never
+    overlap (`resolve_overlaps`). Returns (on, off, pitch) sorted by onset then pitch.
     """
     ids = np.asarray(ids, dtype=np.int64).ravel()
     shifts = np.where((ids >= TIME_SHIFT_OFFSET) & (ids < TIME_SHIFT_OFFSET + params.max_shift),
@@ -213,8 +228,9 @@ def decode_ids(ids, params: EventParams, close_at: int | None = None):
     on = np.asarray(notes_on, dtype=np.int64)
     off = np.asarray(notes_off, dtype=np.int64)
     pitch = np.asarray(notes_pitch, dtype=np.int64)
-    order = np.lexsort((pitch, on))
-    return on[order], off[order], pitch[order]
+    # A pitch struck twice at one instant (NOTE_ON x2, or ON OFF ON) would overlap itself,
+    # which MIDI cannot hold: the same rule as encoding makes it one note.
+    return resolve_overlaps(on, off, pitch)
 
 
 def total_steps(ids, params: EventParams) -> int:

@@ -283,8 +283,11 @@ def default_model_ref() -> str:
     has_registry = bool(os.environ.get("MLFLOW_TRACKING_URI")) or (repo_root() / "mlflow.db").exists()
     if has_registry:
         from midigen.bundle import _pin
-        from midigen.tracking import DEFAULT_REGISTRY_NAME, tracking_uri
+        from midigen.tracking import DEFAULT_REGISTRY_NAME, check_reachable, tracking_uri
 
+        # A server that is down is an error in seconds, not minutes of MLflow's retries
+        # followed by a silent fall back to the pretrained model.
+        check_reachable(tracking_uri())
         try:
             from mlflow import MlflowClient
 

@@ -25,11 +25,22 @@ def read_notes(path: str | Path, params: EventParams):
     """A MIDI file's notes, all tracks merged, as integer steps (on, off, pitch).
 
     Drum tracks are dropped when `params.drop_drums`. Raises MidiReadError for a file
-    that cannot be parsed or has no (non-drum) notes.
+    that cannot be read or parsed, is type 2, or has no (non-drum) notes.
     """
     from symusic import Score
 
     path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(14)
+    except OSError as exc:
+        raise MidiReadError(f"{path.name}: unreadable ({exc.strerror or exc})") from None
+    if not header:
+        raise MidiReadError(f"{path.name}: not a readable MIDI file (empty: 0 bytes)")
+    if header[:4] == b"MThd" and header[8:10] == b"\x00\x02":
+        # Type 2 holds independent patterns; merging them as simultaneous tracks would be wrong music.
+        raise MidiReadError(f"{path.name}: type-2 MIDI (independent patterns) is not supported; "
+                            "export it as type 0 or 1")
     try:
         score = Score(str(path))
     except Exception as exc:  # symusic raises plain RuntimeError/ValueError on bad bytes

@@ -47,6 +47,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except urllib.error.HTTPError:
+        return  # it answered (401/403 from an auth proxy, say): up; MLflow reports what follows
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise MidigenError(f"MLflow tracking server {uri} is not reachable ({reason}); start it or "

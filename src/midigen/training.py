@@ -42,8 +42,11 @@ class EventLSTMModule(pl.LightningModule):
             acc = (flat_logits.argmax(-1)[valid] == flat_targets[valid]).float().mean() if n else loss.new_zeros(())
         on_step = stage == "train"
         # batch_size = events, so the epoch value is the mean NLL per event, not per batch.
-        self.log(f"{stage}/nll", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=max(n, 1))
-        self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, batch_size=max(n, 1))
+        # Held-out figures are averaged over processes (DDP): each holds a share of the split.
+        sync = stage != "train"
+        self.log(f"{stage}/nll", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=max(n, 1),
+                 sync_dist=sync)
+        self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, batch_size=max(n, 1), sync_dist=sync)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -1,0 +1,148 @@
+"""A real `mlflow server` on loopback: train, register, alias, generate through it; and a server
+that is down or hung fails `train` and `generate` in seconds with one line, never a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import CORPUS, run_midigen
+
+CHECK_TIMEOUT = 5.0  # midigen.tracking.check_reachable's /health probe
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with a SQLite store and artifacts proxied through the server
+    (`--artifacts-destination`: clients never touch the artifact store themselves)."""
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: torn down whole
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield {"url": url, "root": root}
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=15)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+@pytest.mark.slow
+def test_train_register_alias_and_generate_through_a_server(mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    env = {"MLFLOW_TRACKING_URI": mlflow_server["url"], "MIDIGEN_CACHE": str(tmp_path / "model-cache")}
+    proc = run_midigen("train", "experiment=smoke", f"data.root={CORPUS}", f"paths.cache={tmp_path / 'cache'}",
+                       f"paths.outputs={tmp_path / 'out'}", "registry.alias=staging", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "registered models:/midigen/1 (@staging)" in proc.stdout
+
+    client = MlflowClient(mlflow_server["url"])
+    version = client.get_model_version_by_alias("midigen", "staging")
+    run = client.get_run(version.tags["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # uploaded through the server
+    assert any((mlflow_server["root"] / "artifacts").rglob("model.safetensors"))
+
+    out = tmp_path / "ideas"
+    proc = run_midigen("generate", "--model", "models:/midigen@staging", "--num", "2", "--bars", "2",
+                       "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.mid")) == ["midigen_s0_01.mid", "midigen_s0_02.mid"]
+    assert any((tmp_path / "model-cache" / "models").iterdir())  # downloaded through the server, cached
+
+
+COMMANDS = {
+    "train": ["train", "experiment=smoke", f"data.root={CORPUS}"],
+    "generate --model": ["generate", "--model", "models:/midigen@staging", "--num", "1"],
+    "generate": ["generate", "--num", "1"],  # the default model asks the registry too
+}
+
+
+def _fails_fast(url: str, command: list[str], tmp_path: Path, limit: float) -> None:
+    env = {"MLFLOW_TRACKING_URI": url, "MIDIGEN_CACHE": str(tmp_path / "model-cache")}
+    extra = [f"paths.outputs={tmp_path / 'out'}"] if command[0] == "train" else ["--out", str(tmp_path / "ideas")]
+    started = time.perf_counter()
+    proc = run_midigen(*command, *extra, env=env, timeout=120)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith(f"midigen: error: MLflow tracking server {url} is not reachable")
+    assert seconds < limit, f"{command[0]} took {seconds:.1f} s to notice the server is down"
+    assert not (tmp_path / "ideas").exists() and not list((tmp_path / "out").rglob("mlflow_run.json"))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_server_that_is_down_fails_in_seconds(command, tmp_path):
+    _fails_fast(f"http://127.0.0.1:{_free_port()}", COMMANDS[command], tmp_path, limit=15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_server_that_never_answers_fails_after_the_probe_timeout(command, tmp_path):
+    with socket.socket() as hung:  # accepts connections (the kernel does) but never replies
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        _fails_fast(f"http://127.0.0.1:{hung.getsockname()[1]}", COMMANDS[command], tmp_path,
+                    limit=CHECK_TIMEOUT + 15)
+
+
+def test_a_server_behind_an_auth_proxy_counts_as_up():
+    """A 401 on /health is an answer: the probe must not call a protected server down."""
+    import http.server
+    import threading
+
+    from midigen.tracking import check_reachable
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+            self.end_headers()
+
+        def log_message(self, *args):  # noqa: ANN002
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_reachable(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
