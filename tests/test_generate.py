@@ -196,3 +196,57 @@ def test_anti_stuck_control_lowers_repetition(smoke_run):
         results = generate_batch(bundle, GenerateRequest(num=8, bars=8, seed=5, repetition_penalty=penalty))
         stuck[penalty] = np.mean([note_metrics(*r["notes"], 960)["stuck_ratio"] for r in results])
     assert stuck[3.0] <= stuck[0.0]
+
+
+def test_trained_model_reports_copy_ratio_under_its_calibrated_bound(smoke_run, tmp_path):
+    import json
+
+    from midigen.originality import OriginalityIndex
+
+    index = OriginalityIndex.load(smoke_run["bundle"] / "originality.npz")
+    assert index.reference is not None and index.reference["files"] >= 1  # held-out files measured
+    assert 0.2 <= index.max_copy <= 1.0
+    proc = gen(smoke_run, tmp_path, "--num", "3", "--bars", "4", "--seed", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    copies = json.loads(proc.stdout)["copy"]
+    assert len(copies) == 3
+    assert all(c["max_copy"] == index.max_copy and 0.0 <= c["copy_ratio"] <= 1.0 for c in copies.values())
+    lines = gen(smoke_run, tmp_path / "lines", "--num", "2", "--bars", "4").stdout.splitlines()
+    assert all("copy " in line for line in lines if line.startswith("wrote"))
+
+
+def test_max_copy_guard_resamples_a_planted_copy(smoke_run, tmp_path):
+    """Plant the model's own output in its index: the guard must refuse it and resample."""
+    import json
+    import shutil
+
+    from midigen.originality import OriginalityIndex
+
+    first = gen(smoke_run, tmp_path / "free", "--num", "2", "--bars", "8", "--seed", "9", "--max-copy", "off")
+    assert first.returncode == 0, first.stderr
+    planted = sorted((tmp_path / "free").glob("*.mid"))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(smoke_run["bundle"], bundle)
+    OriginalityIndex.from_files(planted, names=["planted_a.mid", "planted_b.mid"]).save(bundle / "originality.npz")
+
+    proc = run_midigen("generate", "--model", str(bundle), "--out", str(tmp_path / "guarded"), "--num", "2",
+                       "--bars", "8", "--seed", "9", "--max-copy", "0.5", "--json", env=smoke_run["env"])
+    assert proc.returncode == 0, proc.stderr
+    copies = json.loads(proc.stdout)["copy"]
+    for path, original in zip(sorted(copies), planted):
+        c = copies[path]
+        assert c["resampled"] >= 1  # the planted copy (ratio 1.0) was refused
+        assert c["copy_ratio"] < 1.0
+        assert (tmp_path / "guarded" / original.name).read_bytes() != original.read_bytes()
+    # unguarded, the same request reproduces the planted files and scores them 1.0 with their source
+    proc = run_midigen("generate", "--model", str(bundle), "--out", str(tmp_path / "again"), "--num", "2",
+                       "--bars", "8", "--seed", "9", "--max-copy", "1", "--json", env=smoke_run["env"])
+    again = json.loads(proc.stdout)["copy"]
+    assert [round(c["copy_ratio"], 6) for c in again.values()] == [1.0, 1.0]
+    assert {c["source"] for c in again.values()} == {"planted_a.mid", "planted_b.mid"}
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "lots"])
+def test_bad_max_copy_is_one_line(smoke_run, tmp_path, value):
+    proc = gen(smoke_run, tmp_path, "--max-copy", value)
+    assert proc.returncode == 2 and "--max-copy" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -234,3 +234,22 @@ def test_unreadable_midi_is_a_user_error(index, tmp_path):
     (tmp_path / "bad.mid").write_bytes(b"MThd garbage")
     with pytest.raises(MidiReadError, match="bad.mid"):
         index.check_file(tmp_path / "bad.mid")
+
+
+def test_calibration_sets_a_mild_default_bound_from_held_out_files(corpus, tmp_path):
+    index = OriginalityIndex.from_files(list(corpus.values()), names=list(corpus))
+    assert index.max_copy is None  # never calibrated: generate only reports
+    # held-out files that share nothing with the corpus: the bound is the floor
+    fresh = []
+    for k in range(9):
+        onsets, pitches = random_melody(100 + k)
+        fresh.append(write_midi(tmp_path / f"fresh{k}.mid", [(0, [(o, 0.25, p) for o, p in zip(onsets, pitches)])]))
+    reference = index.calibrate(fresh)
+    assert reference["files"] == 9 and reference["copy_ratio_mean"] < 0.1
+    assert index.max_copy == pytest.approx(0.2)
+    saved = OriginalityIndex.load(index.save(tmp_path / "i.npz"))
+    assert saved.reference == reference and saved.max_copy == index.max_copy
+    # held-out files that quote the corpus heavily raise the bound (rounded up to 0.05)
+    melody, chords = tune_voices(shift=3)
+    quoting = [write_midi(tmp_path / f"quote{k}.mid", [(0, melody)]) for k in range(3)]
+    assert index.calibrate(fresh[:1] + quoting)["max_copy"] == pytest.approx(1.0)

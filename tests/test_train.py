@@ -68,8 +68,13 @@ def test_smoke_run_is_tracked_registered_and_sampled(smoke_run):
     assert "commit" in run.data.tags and "experiment=smoke" in run.data.tags["overrides"]
     metrics = run.data.metrics
     for key in ("val/nll", "val/ppl", "val/acc", "test/nll", "data/train_files", "sample/in_scale",
-                "sample/stuck_ratio"):
+                "sample/stuck_ratio", "sample/copy_ratio"):
         assert key in metrics, key
+    # per-style held-out NLL for each style with test files; they bracket the overall figure
+    # (it is their event-weighted mean)
+    per_style = [v for k, v in metrics.items() if k.startswith("test/nll/")]
+    assert per_style and {k for k in metrics if k.startswith("test/nll/")} <= {"test/nll/chorale", "test/nll/fiddle"}
+    assert min(per_style) - 1e-4 <= metrics["test/nll"] <= max(per_style) + 1e-4
     # the loss falls on a tiny real corpus
     history = client.get_metric_history(run.info.run_id, "train/nll_epoch")
     assert len(history) == 3 and history[-1].value < history[0].value

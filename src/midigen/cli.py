@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train with Hydra overrides (midigen train experiment=smoke)", add_help=False)
     train.set_defaults(func=_cmd_train, passthrough=True)
 
+    sub.add_parser("baselines", help="unigram / n-gram baselines: held-out NLL per event (--help for options)",
+                   add_help=False)
+
     ev = sub.add_parser("evaluate", help="musical metrics of a folder of MIDI files")
     ev.add_argument("dir")
     ev.add_argument("--reference", help="folder of real MIDI files to compare distributions with")
@@ -129,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv and argv[0] == "baselines":  # its own argparse (python -m midigen.baselines)
+        from midigen.baselines import main as baselines_main
+
+        return baselines_main(argv[1:])
     if argv and argv[0] == "train":  # Hydra parses its own arguments
         try:
             return _cmd_train(argparse.Namespace(), argv[1:])

@@ -34,6 +34,10 @@ SCALES = {
 BEATS_PER_BAR = 4
 
 
+# A file over --max-copy is sampled again at most this many times; the least-copied is kept.
+MAX_RESAMPLES = 5
+
+
 @dataclass
 class GenerateRequest:
     """A producer's request. Lengths: `bars` (exact, 4/4 at `bpm`) or `events` (a cap)."""
@@ -55,7 +59,9 @@ class GenerateRequest:
     max_note_beats: float = 4.0
     velocity: int = 64
     name: str = "midigen"
-    max_copy: float | None = None
+    # Resample files whose copy ratio exceeds this: a number, "auto" (the bound the model's
+    # originality index was calibrated to on held-out real music) or None (no check).
+    max_copy: float | str | None = "auto"
     max_events: int = 4000
     extras: dict = field(default_factory=dict)
 
@@ -190,30 +196,32 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
         top_k=req.top_k, top_p=req.top_p, scale=scale, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start_pitches=starts, primer=primer, style=style, seed=req.seed)
-    index = _load_index(bundle) if req.max_copy is not None else None
+    index, bound = _originality_guard(bundle, req.max_copy)
     sequences = sample(bundle.model, params, opts)
     results = []
     for i, ids in enumerate(sequences):
+        on, off, pitch = ids_to_ticks(ids, params, req.bpm, end_tick, min_ticks=TICKS_PER_BEAT // 8)
         copy = None
-        attempts = 0
-        while True:
-            on, off, pitch = ids_to_ticks(ids, params, req.bpm, end_tick, min_ticks=TICKS_PER_BEAT // 8)
-            if end_tick is None:  # --events: round the clip up to a whole bar so it loops
-                last = int(off.max()) if off.size else TICKS_PER_BEAT * BEATS_PER_BAR
-                bar = TICKS_PER_BEAT * BEATS_PER_BAR
-                clip_end = -(-last // bar) * bar
-            else:
-                clip_end = end_tick
-            if index is not None:
-                copy = index.check_notes(on, pitch, TICKS_PER_BEAT)
-                if copy["copy_ratio"] > req.max_copy and attempts < 5:
-                    attempts += 1
-                    retry = SamplingOptions(**{**opts.__dict__, "num": 1, "start_pitches": [starts[i]],
-                                               "seed": req.seed * 1000 + i * 10 + attempts})
-                    ids = sample(bundle.model, params, retry)[0]
-                    continue
-                copy["resampled"] = attempts
-            break
+        if index is not None:
+            copy = index.check_notes(on, pitch, TICKS_PER_BEAT)
+            attempts = 0
+            while bound is not None and copy["copy_ratio"] > bound and attempts < MAX_RESAMPLES:
+                attempts += 1
+                retry = SamplingOptions(**{**opts.__dict__, "num": 1, "start_pitches": [starts[i]],
+                                           "seed": req.seed * 1000 + i * 10 + attempts})
+                ids_b = sample(bundle.model, params, retry)[0]
+                notes_b = ids_to_ticks(ids_b, params, req.bpm, end_tick, min_ticks=TICKS_PER_BEAT // 8)
+                copy_b = index.check_notes(notes_b[0], notes_b[2], TICKS_PER_BEAT)
+                if copy_b["copy_ratio"] < copy["copy_ratio"]:  # keep the least-copied attempt
+                    ids, (on, off, pitch), copy = ids_b, notes_b, copy_b
+            copy.update(resampled=attempts, max_copy=bound,
+                        over=bound is not None and copy["copy_ratio"] > bound)
+        if end_tick is None:  # --events: round the clip up to a whole bar so it loops
+            last = int(off.max()) if off.size else TICKS_PER_BEAT * BEATS_PER_BAR
+            bar = TICKS_PER_BEAT * BEATS_PER_BAR
+            clip_end = -(-last // bar) * bar
+        else:
+            clip_end = end_tick
         buf = io.BytesIO()
         with tempfile.TemporaryDirectory() as tmp:
             path = write_midi(Path(tmp) / "clip.mid", on, off, pitch, bpm=req.bpm, velocity=req.velocity,
@@ -224,12 +232,36 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
     return results
 
 
-def _load_index(bundle):  # noqa: ANN001
+def _originality_guard(bundle, max_copy):  # noqa: ANN001, ANN202
+    """(index or None, bound or None) for `max_copy`: a number, "auto" or None.
+
+    "auto" checks and reports every file when the model carries an index, and bounds it by
+    the index's held-out calibration when it has one; a number needs an index."""
     from midigen.originality import OriginalityIndex
 
+    if max_copy is None:
+        return None, None
     if bundle.index_path is None:
-        raise MidigenError(f"{bundle.path}: this model has no originality index; drop --max-copy or retrain")
-    return OriginalityIndex.load(bundle.index_path)
+        if max_copy == "auto":
+            return None, None
+        raise MidigenError(f"{bundle.path}: this model has no originality index; use --max-copy off or retrain")
+    index = OriginalityIndex.load(bundle.index_path)
+    return index, (index.max_copy if max_copy == "auto" else float(max_copy))
+
+
+def parse_max_copy(text: str | None) -> float | str | None:
+    """--max-copy: 'auto', 'off', or a share between 0 and 1."""
+    if text is None or text.strip().lower() == "auto":
+        return "auto"
+    if text.strip().lower() in ("off", "none", "no"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise MidigenError(f"--max-copy {text!r}: use a share between 0 and 1 (e.g. 0.3), 'auto' or 'off'")
+    return value
 
 
 def _safe_name(name: str) -> str:
@@ -264,8 +296,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="anti-stuck: logit penalty per recent repeat of a pitch (0 = off; default 0.3)")
     p.add_argument("--max-note-beats", type=float, default=4.0, help="end any note held this long (default 4)")
     p.add_argument("--velocity", type=int, default=64)
-    p.add_argument("--max-copy", type=float, default=None,
-                   help="resample files whose copy ratio against the training corpus exceeds this (e.g. 0.3)")
+    p.add_argument("--max-copy", default="auto",
+                   help="resample (up to 5x) files whose copy ratio against the training corpus exceeds this share; "
+                        "'auto' (default): the bound held-out real music sets, stored with the model; 'off'")
     p.add_argument("--name", default="midigen", help="file name prefix and track name")
     p.add_argument("--out", default="ideas", help="output folder (default ideas/)")
     p.add_argument("--force", action="store_true", help="overwrite files that exist")
@@ -315,7 +348,7 @@ def generate_command(args: argparse.Namespace) -> int:
         bpm=args.bpm, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         style=parse_style(args.style), key=args.key, scale=args.scale, primer=args.primer, seed=args.seed,
         note_range=parse_range(args.note_range), repetition_penalty=args.repetition_penalty,
-        max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name, max_copy=args.max_copy)
+        max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name, max_copy=parse_max_copy(args.max_copy))
     validate(req)
     out = Path(args.out)
     ref = args.model or default_model_ref()
@@ -341,13 +374,17 @@ def generate_command(args: argparse.Namespace) -> int:
             shutil.move(str(path), out / path.name)
     summary = _summarise(results)
     if args.json:
-        print(json.dumps({"model": ref, "files": [str(t) for t in targets], "metrics": summary}, default=float))
+        copies = {str(t): r["copy"] for t, r in zip(targets, results) if r["copy"]}
+        print(json.dumps({"model": ref, "files": [str(t) for t in targets], "metrics": summary, "copy": copies},
+                         default=float))
         return 0
     for t, r in zip(targets, results):
         on, _, pitch = r["notes"]
-        extra = f"  copy {r['copy']['copy_ratio']:.2f}" if r["copy"] else ""
-        if r["copy"] and r["copy"].get("resampled"):
-            extra += f" (resampled {r['copy']['resampled']}x)"
+        copy = r["copy"]
+        extra = f"  copy {copy['copy_ratio']:.2f}" if copy else ""
+        if copy and copy.get("resampled"):
+            extra += f" (resampled {copy['resampled']}x"
+            extra += f", still above --max-copy {copy['max_copy']:.2f})" if copy["over"] else ")"
         print(f"wrote {t}  {len(on)} notes{extra}")
     print("batch: " + "  ".join(f"{k} {v:.3g}" for k, v in summary.items()), file=sys.stdout)
     return 0

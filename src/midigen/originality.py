@@ -47,6 +47,10 @@ MIDI_SUFFIXES = (".mid", ".midi", ".smf")
 ONSET_TOLERANCE_BEATS = 1 / 16
 RHYTHM_EDGES = np.array([0.4, 0.8, 1.25, 2.5])  # onset-interval ratio -> class 0..4
 
+# The default --max-copy: this quantile of held-out real files' copy ratios, and never below the floor.
+REFERENCE_QUANTILE = 0.95
+MIN_MAX_COPY = 0.2
+
 _MISSING = "{model}: no originality index ({file}); retrain or pull a newer model"
 
 
@@ -162,6 +166,8 @@ class OriginalityIndex:
         self._hashes = np.zeros(0, np.uint64)  # sorted
         self._sources = np.zeros(0, np.int32)  # index into names, per hash
         self._starts = np.zeros(0, np.int32)   # melody note where the passage starts in its source
+        # What held-out real music scores against this index (`calibrate`); None if never measured.
+        self.reference: dict | None = None
 
     # building
 
@@ -257,6 +263,32 @@ class OriginalityIndex:
         """`check_notes` for a MIDI file's non-drum notes; MidiReadError if unreadable."""
         return self.check_notes(*read_onsets(path))
 
+    def calibrate(self, paths: Iterable, quantile: float = REFERENCE_QUANTILE) -> dict:
+        """Measure held-out real files (never indexed) against the index and keep the result.
+
+        Real music shares idioms, so held-out files score above zero; the `quantile` of their
+        copy ratios, rounded up to 0.05 and at least MIN_MAX_COPY, becomes `max_copy`: the
+        mild bound `midigen generate` applies by default. Unreadable files are left out.
+        Returns (and stores as `reference`) {"files", "copy_ratio_mean", "copy_ratio_q",
+        "quantile", "max_copy"}.
+        """
+        ratios = []
+        for path in paths:
+            try:
+                ratios.append(self.check_file(path)["copy_ratio"])
+            except MidiReadError:
+                continue
+        q = float(np.quantile(ratios, quantile)) if ratios else 0.0
+        self.reference = {"files": float(len(ratios)), "copy_ratio_mean": float(np.mean(ratios)) if ratios else 0.0,
+                          "copy_ratio_q": q, "quantile": float(quantile),
+                          "max_copy": max(MIN_MAX_COPY, float(np.ceil(q * 20 - 1e-9) / 20))}
+        return self.reference
+
+    @property
+    def max_copy(self) -> float | None:
+        """The default bound for generated files (see `calibrate`), or None if uncalibrated."""
+        return None if self.reference is None else float(self.reference["max_copy"])
+
     # persistence
 
     def save(self, path: str | Path) -> Path:
@@ -269,7 +301,9 @@ class OriginalityIndex:
             with os.fdopen(fd, "wb") as f:  # a file object: np.savez would append ".npz" to a name
                 np.savez(f, hashes=self._hashes, sources=self._sources, starts=self._starts,
                          names=np.array(self.names, dtype=np.str_), n=np.int64(self.n),
-                         version=np.int64(VERSION))
+                         version=np.int64(VERSION),
+                         ref_keys=np.array(list(self.reference or {}), dtype=np.str_),
+                         ref_values=np.array(list((self.reference or {}).values()), dtype=np.float64))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -285,6 +319,8 @@ class OriginalityIndex:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("hashes", "sources", "starts", "names", "n", "version")}
+                reference = (dict(zip((str(k) for k in data["ref_keys"]), (float(v) for v in data["ref_values"])))
+                             if "ref_keys" in data.files and data["ref_keys"].size else None)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise MidigenError(f"{path}: not an originality index ({type(exc).__name__}); "
                                "retrain or pull a newer model") from None
@@ -296,6 +332,7 @@ class OriginalityIndex:
         index._hashes = arrays["hashes"].astype(np.uint64)
         index._sources = arrays["sources"].astype(np.int32)
         index._starts = arrays["starts"].astype(np.int32)
+        index.reference = reference
         return index
 
 

@@ -378,6 +378,10 @@ def _build_index(corpus, datamodule, index_path: Path) -> None:  # noqa: ANN001
     root = Path(datamodule.root)
     train = corpus.split("train")
     index = OriginalityIndex.from_files([root / f["rel"] for f in train], names=[f["rel"] for f in train])
+    # held-out real music sets the default bound for `midigen generate --max-copy`
+    reference = index.calibrate([root / f["rel"] for f in corpus.split("val")])
+    log.info("originality: %d training files indexed; held-out copy ratio mean %.3f, default max-copy %.2f",
+             len(train), reference["copy_ratio_mean"], reference["max_copy"])
     index.save(index_path)
 
 

@@ -47,7 +47,25 @@ class EventLSTMModule(pl.LightningModule):
         self.log(f"{stage}/nll", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=max(n, 1),
                  sync_dist=sync)
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, batch_size=max(n, 1), sync_dist=sync)
+        if stage == "test":
+            self._log_per_style(flat_logits, flat_targets, style.repeat_interleave(targets.shape[1]))
         return loss
+
+    def _log_per_style(self, logits: torch.Tensor, targets: torch.Tensor, style: torch.Tensor) -> None:
+        """test/nll/<style>: the held-out NLL per event of each style folder (the style study)."""
+        names = self._style_names()
+        if len(names) < 2:
+            return
+        nll = F.cross_entropy(logits, targets, ignore_index=PAD_ID, reduction="none")
+        valid = targets != PAD_ID
+        for index in style[valid].unique().tolist():
+            mask = valid & (style == index)
+            self.log(f"test/nll/{names[index]}", nll[mask].mean(), on_epoch=True, batch_size=int(mask.sum()),
+                     sync_dist=True)
+
+    def _style_names(self) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return list(getattr(datamodule, "styles", None) or self.hparams.styles or [])
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

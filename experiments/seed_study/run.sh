@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The seed study: every model of experiments/seed_study/REPORT.md, trained on the default corpus
+# and split, logged to the MLflow experiment `seed_study`, then evaluated and reported.
+#
+#   bash experiments/seed_study/run.sh            # everything (about 75 minutes on a 2-core CPU)
+#   bash experiments/seed_study/run.sh train      # only the training runs
+#   bash experiments/seed_study/run.sh evaluate   # 64 files per model, metrics logged back to MLflow
+#   bash experiments/seed_study/run.sh report     # REPORT.md from the MLflow runs
+#
+# Budgets fit the machine: each run stops early on val/nll (patience 3) or at its time limit,
+# whichever comes first; the report says which (MLflow tag `stopped`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MIDIGEN=${MIDIGEN:-.venv/bin/midigen}
+PY=${PY:-.venv/bin/python}
+STUDY="logger.experiment_name=seed_study registry.name=midigen_study"
+PHASE=${1:-all}
+
+train() {
+  $MIDIGEN data build
+  # 3. baselines over the same event tokens and split (fit in seconds)
+  $MIDIGEN baselines --order 4 --mlflow --experiment seed_study
+  # 1. the seed's first approach: (pitch, step, duration) regression, 64 files of 20 primer + 50 notes
+  $MIDIGEN train experiment=seed_approach1 run_name=seed_approach1 trainer.max_time=00:00:06:00 \
+    note_samples.num_files=64
+  # 2. the seed's second approach: first 220 events per file, 3 x 430 one-hot LSTM
+  $MIDIGEN train experiment=seed run_name=seed_approach2 $STUDY trainer.max_time=00:00:10:00 \
+    callbacks.early_stopping.patience=3
+  # 4. this project's default: windows over whole files, augmentation, style conditioning
+  $MIDIGEN train experiment=default run_name=default $STUDY
+  # style study: one model per style, the two together given the default's compute
+  $MIDIGEN train experiment=default run_name=chorale_only $STUDY data.styles=[chorale] \
+    style_conditioning=false trainer.max_time=00:00:04:30
+  $MIDIGEN train experiment=default run_name=fiddle_only $STUDY data.styles=[fiddle] \
+    style_conditioning=false trainer.max_time=00:00:04:30
+  # 5. the sweep: Optuna over hidden size, layers, dropout, lr and seq_len at a short equal budget,
+  #    with the default config at the same budget as its reference point
+  $MIDIGEN train experiment=default run_name=sweep_reference $STUDY trainer.max_time=00:00:02:00 \
+    callbacks.sampling.every_n_epochs=0
+  $MIDIGEN train -m hparams_search=optuna experiment=default $STUDY hydra.sweeper.n_trials=5 \
+    trainer.max_time=00:00:02:00 callbacks.sampling.every_n_epochs=0
+}
+
+evaluate() {
+  $PY experiments/seed_study/study.py reference
+  for run in ngram4 seed_approach1 seed_approach2 default chorale_only fiddle_only; do
+    $PY experiments/seed_study/study.py evaluate "$run"
+  done
+  $PY experiments/seed_study/study.py blend default
+}
+
+report() {
+  $PY experiments/seed_study/study.py report
+}
+
+case "$PHASE" in
+  train) train ;;
+  evaluate) evaluate ;;
+  report) report ;;
+  all) train; evaluate; report ;;
+  *) echo "usage: $0 [all|train|evaluate|report]" >&2; exit 2 ;;
+esac
