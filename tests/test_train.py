@@ -89,6 +89,9 @@ def test_smoke_run_is_tracked_registered_and_sampled(smoke_run):
     # registered with the alias asked for
     version = client.get_model_version_by_alias("midigen", "champion")
     assert version.run_id == run.info.run_id or version.tags.get("run_id") == run.info.run_id
+    # scored, so a later `make train` can tell whether it beats this one
+    assert float(version.tags["val_nll"]) == pytest.approx(metrics["val/best_nll"], rel=1e-5)
+    assert version.tags["tokenizer"] and int(version.tags["val_files"]) >= 1
 
 
 def test_registered_model_loads_as_pyfunc_and_matches_the_cli(smoke_run, tmp_path, monkeypatch):

@@ -47,8 +47,10 @@ MIDI_SUFFIXES = (".mid", ".midi", ".smf")
 ONSET_TOLERANCE_BEATS = 1 / 16
 RHYTHM_EDGES = np.array([0.4, 0.8, 1.25, 2.5])  # onset-interval ratio -> class 0..4
 
-# The default --max-copy: this quantile of held-out real files' copy ratios, and never below the floor.
-REFERENCE_QUANTILE = 0.95
+# The default --max-copy: this quantile of held-out real files' copy ratios (3 in 4 real pieces the
+# model never saw copy less), and never below the floor. Real held-out music is bimodal: most
+# pieces share a few idioms, some (a hymn tune harmonised twice, a variant of a reel) are copies.
+REFERENCE_QUANTILE = 0.75
 MIN_MAX_COPY = 0.2
 
 _MISSING = "{model}: no originality index ({file}); retrain or pull a newer model"

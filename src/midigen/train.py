@@ -220,19 +220,25 @@ def _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint
             metrics.update(tester.callback_metrics)
         results = {k: float(v) for k, v in metrics.items() if v.numel() == 1}
         results["val/best_nll"] = float(best_score) if best_score is not None else None
+        if results["val/best_nll"] is not None:
+            client.log_metric(run_id, "val/best_nll", results["val/best_nll"])
         results["train_minutes"] = (time.time() - started) / 60
         client.log_metric(run_id, "train_minutes", results["train_minutes"])
         if cfg.logger.log_checkpoints and best:
             client.log_artifact(run_id, best, "checkpoints")
         bundle_dir = _write_bundle(module, run_dir, container, corpus, results, run_id, sampling, index_path)
         if cfg.registry.name:
-            registered = tracking.log_model(run_id, bundle_dir, uri, cfg.registry.name, cfg.registry.alias)
+            summary = corpus.summary()
+            score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
+                     "val_files": summary.get("val_files"), "val_tokens": summary.get("val_tokens")}
+            registered = tracking.log_model(run_id, bundle_dir, uri, cfg.registry.name, cfg.registry.alias,
+                                            cfg.registry.get("promote", "always"), score)
             results.update(registered)
         print(f"midigen: run {run_id} ({cfg.logger.experiment_name}) {cut}; val/nll {results.get('val/best_nll')}")
         print(f"midigen: samples in {run_dir / 'samples'}; model in {bundle_dir}")
         if results.get("version"):
             print(f"midigen: registered models:/{cfg.registry.name}/{results['version']}"
-                  + (f" (@{cfg.registry.alias})" if cfg.registry.alias else ""))
+                  + (f"; {results['promotion']}" if results.get("promotion") else ""))
     return results
 
 
