@@ -16,6 +16,16 @@ CORPUS = TESTS / "data" / "corpus"  # 8 Bach chorales + 8 Ryan's Mammoth fiddle 
 REPO = TESTS.parent
 
 
+def vlq(n: int) -> bytes:
+    """A MIDI variable-length quantity (delta times, meta lengths), for writing files byte by byte."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    return bytes(reversed(out))
+
+
 def make_midi(path: Path, notes: list[tuple[int, float, float]], bpm: float = 120.0, tpb: int = 480,
               tempo_changes: list[tuple[float, float]] | None = None, channel: int = 0, kind: int = 0) -> Path:
     """Write notes [(pitch, start_beat, end_beat)] at `bpm` (plus [(beat, bpm)] tempo changes)."""

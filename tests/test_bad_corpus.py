@@ -21,7 +21,7 @@ import mido
 import numpy as np
 import pytest
 
-from conftest import CORPUS, make_midi, run_midigen
+from conftest import vlq as _vlq, CORPUS, make_midi, run_midigen
 
 from midigen.data import build_token_cache
 from midigen.events import EventParams, decode_ids, total_steps
@@ -31,15 +31,6 @@ MAX_FILE_TOKENS = 2_000_000  # conf/data/default.yaml
 
 
 # --- writing MIDI byte by byte (mido refuses most of what we need to break) ----------------
-
-
-def _vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def _track(events: list[tuple[int, bytes]]) -> bytes:

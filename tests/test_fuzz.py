@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CORPUS
+from conftest import vlq as _vlq, CORPUS
 
 from midigen.errors import MidiReadError
 from midigen.events import PAD_ID, EventParams, count_tokens, encode_notes
@@ -58,15 +58,6 @@ def midi_like_bytes(draw) -> bytes:
         body += _vlq(delta) + (bytes([0xFF, 0x51, 0x03, a, b, a]) if status == 0xFF else bytes([status, a, b]))
     body += b"\x00\xff\x2f\x00"
     return head + b"MTrk" + struct.pack(">I", len(body)) + body
-
-
-def _vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
 
 
 @pytest.mark.parametrize("mode", PARAMS)

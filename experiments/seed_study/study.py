@@ -246,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_blend(args: argparse.Namespace) -> None:
     """Blend two styles at fiddle weights 0..1: how close the samples lie to each style's real files."""
-    from midigen.metrics import overlaps
+    from midigen.metrics import file_metrics
 
     c = client()
     run = find_run(c, args.run)
@@ -255,27 +255,26 @@ def cmd_blend(args: argparse.Namespace) -> None:
     for w in BLEND_WEIGHTS:
         files = generate_event_model(bundle, OUT / f"blend_{args.run}" / f"fiddle_{w:.2f}",
                                      style={"chorale": 1.0 - w, "fiddle": w})
-        from midigen.metrics import file_metrics, mean_metrics
-
-        rows = [file_metrics(p) for p in files]
         tag = f"blend/fiddle_{w:.2f}"
-        for style in ("chorale", "fiddle"):
-            values = [v for v in overlaps(rows, reference_metrics(style)).values() if v is not None]
-            metrics[f"{tag}/overlap_{style}"] = float(np.mean(values))
-        mean = mean_metrics(rows)
-        for key in ("polyphony", "note_density", "pitch_range", "in_scale"):
-            metrics[f"{tag}/{key}"] = mean[key]
+        metrics.update(style_distances([file_metrics(p) for p in files], tag))
         print(f"fiddle weight {w:.2f}: overlap chorale {metrics[f'{tag}/overlap_chorale']:.3f}, "
-              f"fiddle {metrics[f'{tag}/overlap_fiddle']:.3f}, polyphony {mean['polyphony']:.2f}")
-    for style in ("chorale", "fiddle"):  # each style's real files against the other's: the scale's ends
-        rows = reference_metrics(style)
-        for other in ("chorale", "fiddle"):
-            values = [v for v in overlaps(rows, reference_metrics(other)).values() if v is not None]
-            metrics[f"blend/real_{style}/overlap_{other}"] = float(np.mean(values))
-        mean = mean_metrics(rows)
-        for key in ("polyphony", "note_density", "pitch_range", "in_scale"):
-            metrics[f"blend/real_{style}/{key}"] = mean[key]
+              f"fiddle {metrics[f'{tag}/overlap_fiddle']:.3f}, polyphony {metrics[f'{tag}/polyphony']:.2f}")
+    for style in ("chorale", "fiddle"):  # each style's real files against both: the scale's ends
+        metrics.update(style_distances(reference_metrics(style), f"blend/real_{style}"))
     log_metrics(c, run.info.run_id, metrics)
+
+
+def style_distances(rows: list[dict], tag: str) -> dict:
+    """{tag/overlap_<style>: mean feature overlap with that style's held-out files, tag/<feature>: mean}."""
+    from midigen.metrics import mean_metrics, overlaps
+
+    out = {}
+    for style in ("chorale", "fiddle"):
+        values = [v for v in overlaps(rows, reference_metrics(style)).values() if v is not None]
+        out[f"{tag}/overlap_{style}"] = float(np.mean(values))
+    mean = mean_metrics(rows)
+    out.update({f"{tag}/{key}": mean[key] for key in ("polyphony", "note_density", "pitch_range", "in_scale")})
+    return out
 
 
 def cmd_pretrained(args: argparse.Namespace) -> None:
