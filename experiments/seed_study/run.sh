@@ -18,8 +18,10 @@ PHASE=${1:-all}
 
 train() {
   $MIDIGEN data build
-  # 3. baselines over the same event tokens and split (fit in seconds)
+  # 3. baselines over the same event tokens and split (fit in seconds): the seed's vocabulary
+  #    (approach 2's) and the beat tokenizer's (the default's), so each model has its like-for-like floor
   $MIDIGEN baselines --order 4 --mlflow --experiment seed_study
+  $MIDIGEN baselines --order 4 --mlflow --experiment seed_study --tokenizer beat
   # 1. the seed's first approach: (pitch, step, duration) regression, 64 files of 20 primer + 50 notes
   $MIDIGEN train experiment=seed_approach1 run_name=seed_approach1 trainer.max_time=00:00:06:00 \
     note_samples.num_files=64
@@ -27,7 +29,7 @@ train() {
   #    18 steps (one 220-event opening per file), so it gets a longer budget and a patient stop.
   $MIDIGEN train experiment=seed run_name=seed_approach2 $STUDY trainer.max_time=00:00:20:00 \
     callbacks.early_stopping.patience=10
-  # 4. this project's default: windows over whole files, augmentation, style conditioning
+  # 4. this project's default: beat tokens, windows over whole files, augmentation, style conditioning
   $MIDIGEN train experiment=default run_name=default $STUDY
   # style study: one model per style, the two together given the default's compute
   $MIDIGEN train experiment=default run_name=chorale_only $STUDY data.styles=[chorale] \
@@ -44,7 +46,7 @@ train() {
 
 evaluate() {
   $PY experiments/seed_study/study.py reference
-  for run in ngram4 seed_approach1 seed_approach2 default chorale_only fiddle_only; do
+  for run in ngram4 ngram4_beat seed_approach1 seed_approach2 default chorale_only fiddle_only; do
     $PY experiments/seed_study/study.py evaluate "$run"
   done
   $PY experiments/seed_study/study.py blend default

@@ -34,6 +34,7 @@ NUM_FILES = 64
 BARS = 8
 SEED = 0
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+OFF_TEMPO = 140  # a producer's tempo (trap, drill) that is not the corpus's 120 bpm
 # Generated-file metrics logged as gen/<key>: the musical metrics, and the defects that must be 0.
 GEN_KEYS = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density", "n_notes",
             "hanging_notes", "ends_on_bar")
@@ -86,15 +87,16 @@ def log_metrics(c, run_id: str, metrics: dict) -> None:  # noqa: ANN001
 # --- data ------------------------------------------------------------------------------------
 
 
-def corpus():  # noqa: ANN201
-    """The default corpus's token corpus with the training run's split (data/default.yaml)."""
+def corpus(params=None):  # noqa: ANN001, ANN201
+    """The default corpus's token corpus (seed tokens unless `params` says otherwise) with the
+    training run's split (data/default.yaml); the split is by file, the same under every tokenizer."""
     from omegaconf import OmegaConf
 
     from midigen.data import build_token_cache
     from midigen.events import EventParams
 
     data = OmegaConf.load(ROOT / "conf" / "data" / "default.yaml")
-    return build_token_cache(ROOT / "data" / "corpus", EventParams.seed(), ROOT / "data" / "cache",
+    return build_token_cache(ROOT / "data" / "corpus", params or EventParams.seed(), ROOT / "data" / "cache",
                              data.val_fraction, data.test_fraction, data.max_file_tokens)
 
 
@@ -174,12 +176,12 @@ def log_rolls(c, run, label: str, files: list[Path]) -> None:  # noqa: ANN001
 # --- generating ------------------------------------------------------------------------------
 
 
-def generate_event_model(bundle_dir: Path, out: Path, style: dict | None = None) -> list[Path]:
+def generate_event_model(bundle_dir: Path, out: Path, style: dict | None = None, bpm: float = 120.0) -> list[Path]:
     from midigen.bundle import load_bundle
     from midigen.generate import GenerateRequest, generate_batch
 
     bundle = load_bundle(bundle_dir)
-    req = GenerateRequest(num=NUM_FILES, bars=BARS, seed=SEED, style=style, max_copy=None, name="study")
+    req = GenerateRequest(num=NUM_FILES, bars=BARS, bpm=bpm, seed=SEED, style=style, max_copy=None, name="study")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     paths = []
@@ -196,10 +198,12 @@ def files_of(c, run) -> list[Path]:  # noqa: ANN001
     task = run.data.tags.get("task", "")
     if task == "baseline":
         from midigen.baselines import fit_corpus, write_samples
+        from midigen.events import EventParams
 
-        model = fit_corpus(corpus(), int(run.data.params["order"]))
+        tokens = corpus(EventParams.beat() if run.data.tags.get("tokenizer") == "beat" else EventParams.seed())
+        model = fit_corpus(tokens, int(run.data.params["order"]))
         shutil.rmtree(out, ignore_errors=True)
-        return write_samples(model, corpus().params, out, NUM_FILES, events=600, seed=SEED)
+        return write_samples(model, tokens.params, out, NUM_FILES, events=600, seed=SEED)
     folder = run_dir(run)
     if (folder / "bundle").exists():
         return generate_event_model(folder / "bundle", out)
@@ -238,6 +242,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     files = files_of(c, run)
     metrics, rows = measure(files, originality_index())
     metrics["gen/seconds"] = time.time() - started
+    bundle = run_dir(run) / "bundle" if run.data.tags.get("task") != "baseline" else None
+    if bundle is not None and bundle.exists():
+        # A producer's tempo is rarely the corpus's 120 bpm: does the rhythm stay on the DAW's grid?
+        from midigen.metrics import file_metrics, mean_metrics
+
+        at = generate_event_model(bundle, OUT / f"{args.run}_bpm{OFF_TEMPO}", bpm=OFF_TEMPO)
+        metrics[f"gen_bpm{OFF_TEMPO}/on_grid"] = mean_metrics([file_metrics(p) for p in at])["on_grid"]
     log_metrics(c, run.info.run_id, metrics)
     log_rolls(c, run, args.run, typical(files, rows))
     print(f"{args.run}: {len(files)} files; overlap_mean {metrics['gen/overlap_mean']:.3f}, stuck "
@@ -329,7 +340,7 @@ def fp16_equality(full: Path, half: Path, num: int = NUM_FILES) -> dict:
     from midigen.generate import GenerateRequest, _summarise, generate_batch
 
     a, b = load_bundle(full), load_bundle(half)
-    c = corpus()
+    c = corpus(a.params)
     nll, events, agree, gap = {"fp32": 0.0, "fp16": 0.0}, 0, 0, 0.0
     with torch.no_grad():
         for f in c.split("test"):

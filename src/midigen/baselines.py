@@ -213,13 +213,21 @@ def evaluate(corpus, orders: list[int]) -> dict:  # noqa: ANN001
     for order in orders:
         model = fit_corpus(corpus, order)
         row = {"order": order, "discounts": [lv.discount for lv in model.levels]}
+        summary = corpus.summary()
         for split in ("val", "test"):
             if corpus.split(split):
                 nll = heldout_nll(model, corpus, split)
                 row[f"{split}/nll"] = nll
                 row[f"{split}/ppl"] = math.exp(nll)
-        results[model.name] = row
+                if summary[f"{split}_notes"]:  # every event is predicted here, the first of each file too
+                    row[f"{split}/nll_per_note"] = nll * summary[f"{split}_tokens"] / summary[f"{split}_notes"]
+        results[run_name(model.name, corpus.params)] = row
     return results
+
+
+def run_name(model_name: str, params) -> str:  # noqa: ANN001
+    """`ngram4` over the seed's vocabulary, `ngram4_beat` over the beat tokenizer's."""
+    return model_name if params.mode == "seed" else f"{model_name}_{params.mode}"
 
 
 def _log_to_mlflow(results: dict, corpus, args: argparse.Namespace) -> dict:  # noqa: ANN001
@@ -235,7 +243,8 @@ def _log_to_mlflow(results: dict, corpus, args: argparse.Namespace) -> dict:  # 
     run_ids = {}
     for name, row in results.items():
         run = client.create_run(experiment_id, run_name=name,
-                                tags={"model": name, "task": "baseline", "commit": _git_commit()})
+                                tags={"model": name, "task": "baseline", "commit": _git_commit(),
+                                      "tokenizer": corpus.params.mode})
         run_id = run.info.run_id
         params = {"order": row["order"], "tokenizer": corpus.params.key(), "data.root": str(Path(args.root).resolve()),
                   "data.val_fraction": args.val_fraction, "data.test_fraction": args.test_fraction,
@@ -280,7 +289,7 @@ def write_samples(model: NGramModel, params, out_dir: Path, num: int, events: in
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="midigen baselines",
-                                description="Unigram and n-gram baselines: held-out NLL per event (nats).")
+                                description="Unigram and n-gram baselines: held-out NLL per event and per note (nats).")
     p.add_argument("--root", default="data/corpus", help="corpus folder laid out as <root>/<style>/*.mid")
     p.add_argument("--cache", default="data/cache", help="token cache folder (shared with training)")
     p.add_argument("--order", type=int, default=4, help="n-gram order (the unigram is always reported too)")
@@ -326,11 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     d = out["data"]
     print(f"{d['files']} files: {d['train_files']} train ({d['train_tokens']:,} events), "
           f"{d['val_files']} val ({d['val_tokens']:,}), {d['test_files']} test ({d['test_tokens']:,})")
-    print(f"{'model':<10} {'val/nll':>8} {'test/nll':>9} {'val/ppl':>8} {'test/ppl':>9}")
+    columns = (("val/nll", 8), ("test/nll", 9), ("val/ppl", 8), ("test/ppl", 9), ("test/nll_per_note", 18))
+    print(f"{'model':<12} " + " ".join(f"{k:>{w}}" for k, w in columns))
     for name, row in results.items():
-        cells = [f"{row.get(k, float('nan')):>{w}.4f}" for k, w in
-                 (("val/nll", 8), ("test/nll", 9), ("val/ppl", 8), ("test/ppl", 9))]
-        print(f"{name:<10} " + " ".join(cells))
+        print(f"{name:<12} " + " ".join(f"{row.get(k, float('nan')):>{w}.4f}" for k, w in columns))
     for path in out.get("samples", []):
         print(f"wrote {path}")
     return 0

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from midigen.errors import MidigenError, MidiReadError
 from midigen.events import (
+    NOTE_OFF_OFFSET,
+    NOTE_ON_OFFSET,
     PAD_ID,
     TOKEN_DTYPE,
     EventParams,
@@ -102,6 +104,7 @@ class TokenCorpus:
     skipped: list[dict]  # rel, reason
     params: EventParams
     cache_dir: Path
+    _notes_before: np.ndarray | None = field(default=None, init=False, repr=False)  # notes before each token
 
     def split(self, name: str) -> list[dict]:
         return [f for f in self.files if f["split"] == name]
@@ -112,7 +115,20 @@ class TokenCorpus:
             part = self.split(name)
             out[f"{name}_files"] = len(part)
             out[f"{name}_tokens"] = int(sum(f["length"] for f in part))
+            out[f"{name}_notes"] = self.notes(name)
         return out
+
+    def notes(self, split: str) -> int:
+        """How many notes (NOTE_ON events) the files of `split` hold.
+
+        The same music gives the same count under every tokenizer, so NLL per note compares
+        models whose vocabularies differ, where NLL per event cannot."""
+        if self._notes_before is None:
+            tokens = np.asarray(self.tokens)
+            is_note = (tokens >= NOTE_ON_OFFSET) & (tokens < NOTE_OFF_OFFSET)
+            self._notes_before = np.concatenate([[0], np.cumsum(is_note, dtype=np.int64)])  # (N + 1,)
+        before = self._notes_before
+        return int(sum(before[f["offset"] + f["length"]] - before[f["offset"]] for f in self.split(split)))
 
 
 def _hash_bytes(path: Path) -> str:
@@ -365,6 +381,9 @@ class EventDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.augmentation = Augmentation(**dict(augment or {}))
+        if self.params.mode == "beat" and self.augmentation.stretch > 0:
+            log.warning("data.augment.stretch=%s with beat tokens moves notes off the 1/%d-beat grid; "
+                        "beat tokens do not depend on tempo, so 0 is usual", self.augmentation.stretch, self.params.grid)
         self.samples_per_epoch, self.num_workers, self.seed = samples_per_epoch, num_workers, seed
         self.wanted_styles, self.max_files, self.max_file_tokens = styles, max_files, max_file_tokens
         self.corpus: TokenCorpus | None = None

@@ -222,6 +222,9 @@ def _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint
         results["val/best_nll"] = float(best_score) if best_score is not None else None
         if results["val/best_nll"] is not None:
             client.log_metric(run_id, "val/best_nll", results["val/best_nll"])
+        for key, value in per_note(corpus, results).items():
+            results[key] = value
+            client.log_metric(run_id, key, value)
         results["train_minutes"] = (time.time() - started) / 60
         client.log_metric(run_id, "train_minutes", results["train_minutes"])
         if cfg.logger.log_checkpoints and best:
@@ -240,6 +243,20 @@ def _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint
             print(f"midigen: registered models:/{cfg.registry.name}/{results['version']}"
                   + (f"; {results['promotion']}" if results.get("promotion") else ""))
     return results
+
+
+def per_note(corpus, results: dict) -> dict:  # noqa: ANN001
+    """{val/nll_per_note, test/nll_per_note}: held-out NLL per note (nats), comparable across tokenizers.
+
+    The tiled evaluation predicts every event of a file but its first, so a split's total NLL
+    is NLL-per-event x (events - files); the same music has the same notes in every vocabulary."""
+    out = {}
+    summary = corpus.summary()
+    for split, key in (("val", "val/best_nll"), ("test", "test/nll")):
+        nll, notes = results.get(key), summary[f"{split}_notes"]
+        if nll is not None and notes:
+            out[f"{split}/nll_per_note"] = float(nll) * (summary[f"{split}_tokens"] - summary[f"{split}_files"]) / notes
+    return out
 
 
 def _tester(cfg: DictConfig, trainer):  # noqa: ANN001, ANN202
