@@ -145,3 +145,15 @@ def test_cli_logs_one_mlflow_run_per_model(tmp_path, capsys):
     runs = client.search_runs([client.get_experiment_by_name("seed_study").experiment_id])
     assert {r.data.tags["model"] for r in runs} == {"unigram", "ngram3"}
     assert all({"val/nll", "test/nll"} <= set(r.data.metrics) for r in runs)
+
+
+def test_beat_token_baselines_are_named_apart_and_scored_per_note(tmp_path, capsys):
+    code = main(["--root", str(CORPUS), "--cache", str(tmp_path / "cache"), "--order", "3", "--json",
+                 "--tokenizer", "beat"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["models"]) == {"unigram_beat", "ngram3_beat"}  # never mistaken for the seed-token runs
+    data, row = out["data"], out["models"]["ngram3_beat"]
+    # every event of every val file is predicted, so the total is nll x events, shared by the notes
+    assert row["val/nll_per_note"] == pytest.approx(row["val/nll"] * data["val_tokens"] / data["val_notes"])
+    assert row["val/nll_per_note"] > row["val/nll"]  # more than one event per note

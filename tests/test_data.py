@@ -166,3 +166,34 @@ def test_bad_options_fail_before_training(corpus_dir, tmp_path):
         _module(corpus_dir, tmp_path, scheme="bogus")
     with pytest.raises(MidigenError, match="styles"):
         _module(corpus_dir, tmp_path, styles=["jazz"])
+
+
+def test_note_counts_are_the_music_not_the_vocabulary(tmp_path):
+    """NLL per note compares models over different tokenizers: both must count the same notes."""
+    import mido
+
+    from conftest import CORPUS
+
+    seed = build_token_cache(CORPUS, SEED, tmp_path / "cache")
+    beat = build_token_cache(CORPUS, EventParams.beat(), tmp_path / "cache")
+    for split in ("train", "val", "test"):
+        assert seed.notes(split) == beat.notes(split) > 0
+        assert seed.summary()[f"{split}_notes"] == seed.notes(split)
+    # and they are the files' notes, read with mido (these files have no unison duplicates)
+    expected = 0
+    for f in seed.split("val"):
+        midi = mido.MidiFile(CORPUS / f["rel"])
+        expected += sum(m.type == "note_on" and m.velocity > 0 for t in midi.tracks for m in t)
+    assert seed.notes("val") == expected
+
+
+def test_nll_per_note_rescales_the_per_event_figure():
+    from types import SimpleNamespace
+
+    from midigen.train import per_note
+
+    corpus = SimpleNamespace(summary=lambda: {"val_files": 2, "val_tokens": 302, "val_notes": 100,
+                                              "test_files": 1, "test_tokens": 101, "test_notes": 0})
+    out = per_note(corpus, {"val/best_nll": 1.5, "test/nll": 2.0})
+    # 300 predicted events (each file's first is not predicted) at 1.5 nats over 100 notes
+    assert out == {"val/nll_per_note": pytest.approx(4.5)}  # no notes in test: no figure, not a division by 0

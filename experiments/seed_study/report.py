@@ -24,14 +24,18 @@ SEED_APPROACH1_LOSS = (43.4, 0.19)  # seed, section 1.3: MSE after 10 and after 
 
 MODELS = (  # (run name, what it is)
     ("heldout_real", "held-out real test files (reference)"),
-    ("unigram", "unigram over event tokens (baseline)"),
-    ("ngram4", "4-gram, interpolated Kneser-Ney (baseline)"),
+    ("unigram", "unigram, seed tokens (baseline)"),
+    ("ngram4", "4-gram, interpolated Kneser-Ney, seed tokens (baseline)"),
+    ("unigram_beat", "unigram, beat tokens (baseline)"),
+    ("ngram4_beat", "4-gram, interpolated Kneser-Ney, beat tokens (baseline)"),
     ("seed_approach1", "seed approach 1: note regression, LSTM(256) + dense, MSE"),
-    ("seed_approach2", "seed approach 2: 3x430 one-hot LSTM, first 220 events"),
-    ("default", "midigen default: 2x384, whole-file windows, augmentation, styles"),
+    ("seed_approach2", "seed approach 2: 3x430 one-hot LSTM, first 220 events, seed tokens"),
+    ("default", "midigen default: beat tokens, 2x384, whole-file windows, augmentation, styles"),
     ("chorale_only", "chorale-only model (style study)"),
     ("fiddle_only", "fiddle-only model (style study)"),
 )
+TOKEN_MODELS = ("unigram", "ngram4", "unigram_beat", "ngram4_beat", "seed_approach2", "default", "chorale_only",
+                "fiddle_only")
 
 
 def fmt(value, digits: int = 3) -> str:  # noqa: ANN001
@@ -81,44 +85,69 @@ def machine_section(runs: dict) -> list[str]:
             "every model below sees the same training files and is scored on the same held-out files.", ""]
 
 
+def tokens_of(run) -> str:  # noqa: ANN001
+    """'seed' (8 ms steps, vocab 382) or 'beat' (1/12 beat, vocab 305), from the run's params."""
+    p = run.data.params
+    return p.get("tokenizer.mode") or ("beat" if run.data.tags.get("tokenizer") == "beat" else "seed")
+
+
 def main_table(runs: dict) -> list[str]:
-    out = ["## Results", "",
-           "NLL: mean negative log-likelihood per event in nats on the held-out files (whole files, "
-           "seed tokenizer: 382 events, 8 ms steps); lower is better. Generated-file columns: the means "
-           "over 64 files per model (8 bars at 120 bpm for token models; the seed's 20-note primer + 50 "
-           "predicted notes for approach 1; 600 events for the 4-gram), the same metrics as "
-           "`midigen evaluate`. *overlap*: mean over six features of the overlap between the generated "
-           "files' distribution and the held-out real files' (1 = indistinguishable). *copy*: share of "
-           "8-note melody passages found in the training files (mean over files), and the longest copied "
-           "run in notes.", "",
-           "| model | val NLL | test NLL | stopped | wall min | in scale | on grid | stuck | pitch range "
-           "| polyphony | hanging | ends on bar | overlap | copy | longest copy |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["## Held-out likelihood", "",
+           "NLL per event: mean negative log-likelihood per event in nats on the held-out files (whole files); "
+           "it compares models over the same vocabulary only (seed tokens: 382 events, 8 ms steps; beat tokens: "
+           "305 events, 1/12-beat steps). NLL per note: the same total divided by the notes of those files, "
+           "which are the same under both tokenizers: it compares every token model in the table, with one "
+           "caveat: beat tokens leave the tempo to the producer's `--bpm`, so a seed-token model also pays for "
+           "predicting each piece's tempo in milliseconds (compare the two 4-grams for the size of that). Lower "
+           "is better. *stopped*: why training ended.", "",
+           "| model | tokens | val NLL/event | test NLL/event | test NLL/note | stopped | wall min |",
+           "|---|---|---|---|---|---|---|"]
     for name, label in MODELS:
         run = runs.get(name)
+        if name not in TOKEN_MODELS:
+            continue
         if run is None:
-            out.append(f"| {label} | (not run) |" + " |" * 13)
+            out.append(f"| {label} | (not run) |" + " |" * 5)
             continue
         m, tags = run.data.metrics, run.data.tags
-        val = best_val(run)
-        test = m.get("test/nll")
-        if name == "seed_approach1":
-            val, test = None, None
-        stopped = tags.get("stopped", "-" if name in ("heldout_real", "unigram", "ngram4") else "?")
+        stopped = tags.get("stopped", "-" if tags.get("task") == "baseline" else "?")
         stopped = re.sub(r" \(val/nll stopped improving\)", "", stopped).replace("trainer.max_time", "time limit")
-        out.append(" | ".join([
-            f"| {label}", fmt(val), fmt(test), stopped, fmt(m.get("train_minutes"), 1),
-            fmt(m.get("gen/in_scale")), fmt(m.get("gen/on_grid")), fmt(m.get("gen/stuck_ratio")),
-            fmt(m.get("gen/pitch_range"), 1), fmt(m.get("gen/polyphony"), 2), fmt(m.get("gen/hanging_notes"), 1),
-            fmt(m.get("gen/ends_on_bar"), 2), fmt(m.get("gen/overlap_mean")), fmt(m.get("gen/copy_ratio_mean")),
-            fmt(m.get("gen/longest_run_max"), 0)]) + " |")
+        out.append(" | ".join([f"| {label}", tokens_of(run), fmt(best_val(run)), fmt(m.get("test/nll")),
+                               fmt(m.get("test/nll_per_note")), stopped, fmt(m.get("train_minutes"), 1)]) + " |")
     a1 = runs.get("seed_approach1")
     if a1:
         m = a1.data.metrics
         out += ["", f"Approach 1 predicts note vectors, not events, so it has no NLL: its held-out MSE is "
                 f"{fmt(m.get('test/mse'), 2)} (test) / {fmt(best_val(a1, 'val/mse'), 2)} (val) "
                 f"against a training MSE of {fmt(m.get('train/mse_epoch'), 2)} in the seed's units "
-                "(squared semitones and seconds, averaged over pitch, step and duration)."]
+                "(squared semitones and seconds, averaged over pitch, step and duration), after "
+                f"{fmt(m.get('train_minutes'), 1)} minutes ({a1.data.tags.get('stopped', '?')})."]
+    out += ["", "## Generated files", "",
+            f"Means over {study.NUM_FILES} files per model ({study.BARS} bars at 120 bpm for token models; the "
+            "seed's 20-note primer + 50 predicted notes for approach 1; 600 events for the 4-grams), the same "
+            "metrics as `midigen evaluate`. *on grid @140*: the same model asked for 140 bpm, a producer's "
+            "tempo that is not the corpus's 120. *stuck*: share of a file taken by its most repeated short "
+            "pitch pattern (the tester's \"gets stuck on notes\"). *overlap*: mean over six features of the "
+            "overlap between the generated files' distribution and the held-out real files' (1 = "
+            "indistinguishable). *copy*: share of 8-note melody passages found in the training files (mean "
+            "over files), and the longest copied run in notes.", "",
+            "| model | in scale | on grid | on grid @140 | stuck | pitch range | polyphony | hanging "
+            "| ends on bar | overlap | copy | longest copy |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, label in MODELS:
+        run = runs.get(name)
+        if name in ("unigram", "unigram_beat"):
+            continue
+        if run is None:
+            out.append(f"| {label} | (not run) |" + " |" * 10)
+            continue
+        m = run.data.metrics
+        out.append(" | ".join([
+            f"| {label}", fmt(m.get("gen/in_scale")), fmt(m.get("gen/on_grid")),
+            fmt(m.get(f"gen_bpm{study.OFF_TEMPO}/on_grid")), fmt(m.get("gen/stuck_ratio")),
+            fmt(m.get("gen/pitch_range"), 1), fmt(m.get("gen/polyphony"), 2), fmt(m.get("gen/hanging_notes"), 1),
+            fmt(m.get("gen/ends_on_bar"), 2), fmt(m.get("gen/overlap_mean")), fmt(m.get("gen/copy_ratio_mean")),
+            fmt(m.get("gen/longest_run_max"), 0)]) + " |")
     out.append("")
     return out
 
@@ -137,8 +166,8 @@ def seed_claims(runs: dict) -> list[str]:
             f"while its best held-out NLL was {fmt(val)}: the held-out figure is "
             f"{fmt(val / SEED_APPROACH2_TRAIN_LOSS, 0) if val else '-'}x the seed's number. A training loss "
             f"of 0.0456 nats/event means the model predicts its training files almost exactly (perplexity "
-            f"{math.exp(SEED_APPROACH2_TRAIN_LOSS):.3f}); on music it has not seen, no model here gets below "
-            f"perplexity {fmt(math.exp(min(v for v in held_out_nlls(runs) if v)), 2)}. The seed's figure measures "
+            f"{math.exp(SEED_APPROACH2_TRAIN_LOSS):.3f}); on music it has not seen, no model over the same "
+            f"tokens gets below perplexity {fmt(math.exp(min(v for v in held_out_nlls(runs) if v)), 2)}. The seed's figure measures "
             "memorisation of 220-event openings, not music modelling.")
         ngram = runs.get("ngram4")
         if ngram and val:
@@ -155,13 +184,19 @@ def seed_claims(runs: dict) -> list[str]:
             f"({a1.data.tags.get('stopped', '?')}). Its outputs are the thing to read: see the stuck ratio, "
             "pitch range and overlap columns above and the piano rolls below.")
     if default and a2:
-        d = default.data.metrics.get("test/nll")
-        s = a2.data.metrics.get("test/nll")
+        d = default.data.metrics.get("test/nll_per_note")
+        s = a2.data.metrics.get("test/nll_per_note")
         if d and s:
             out.append(f"- midigen's default vs the seed's approach 2 on held-out test files: {fmt(d)} vs {fmt(s)} "
-                       f"nats/event ({'lower' if d < s else 'higher'} by {fmt(abs(s - d))}), in "
-                       f"{fmt(default.data.metrics.get('train_minutes'), 1)} vs "
+                       f"nats per note ({'lower' if d < s else 'higher'} by {fmt(abs(s - d))}; per note because "
+                       f"their vocabularies differ), in {fmt(default.data.metrics.get('train_minutes'), 1)} vs "
                        f"{fmt(a2.data.metrics.get('train_minutes'), 1)} minutes of training.")
+    ngram_beat = runs.get("ngram4_beat")
+    if default and ngram_beat:
+        d, g = best_val(default), ngram_beat.data.metrics.get("val/nll")
+        if d and g:
+            out.append(f"- The default {'beats' if d < g else 'does not beat'} the 4-gram over its own (beat) tokens "
+                       f"on held-out files ({fmt(d)} vs {fmt(g)} nats/event, val).")
     ref = runs.get("heldout_real")
     if ref and default:
         r, d = ref.data.metrics, default.data.metrics
@@ -188,13 +223,14 @@ def best_val(run, key: str = "val/nll"):  # noqa: ANN001, ANN201
 
 
 def held_out_nlls(runs: dict) -> list[float]:
+    """Test NLL per event of the models over the seed's vocabulary (the one its 0.0456 is in)."""
     return [r.data.metrics.get("test/nll") for n, r in runs.items()
-            if r and n not in ("seed_approach1", "heldout_real") and r.data.metrics.get("test/nll")]
+            if r and n in TOKEN_MODELS and tokens_of(r) == "seed" and r.data.metrics.get("test/nll")]
 
 
 def style_section(runs: dict) -> list[str]:
     out = ["## Style study", "",
-           "Held-out test NLL per style (nats/event): the style-conditioned default (both styles, a learned "
+           "Held-out test NLL per style (nats/event, beat tokens): the style-conditioned default (both styles, a learned "
            "style embedding) against one model per style. The two single-style models together were given "
            "the default's training time (half each).", "",
            "| style | conditioned default | single-style model |", "|---|---|---|"]
