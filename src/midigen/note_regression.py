@@ -361,6 +361,8 @@ def train_note_regression(cfg) -> dict:  # noqa: ANN001 (a Hydra DictConfig)
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from midigen.callbacks import StopReason
     from pytorch_lightning.loggers import MLFlowLogger
 
     from midigen import tracking
@@ -391,7 +393,7 @@ def train_note_regression(cfg) -> dict:  # noqa: ANN001 (a Hydra DictConfig)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=cb["checkpoint"]["monitor"], mode="min",
                                  save_top_k=1, save_last=False, filename="epoch{epoch:03d}-mse{val/mse:.4f}",
                                  auto_insert_metric_name=False)
-    callbacks = [checkpoint]
+    callbacks = [checkpoint, StopReason()]  # why fitting ended: the run's `stopped` tag
     if cb["early_stopping"]["patience"] is not None:
         callbacks.append(EarlyStopping(monitor=cb["checkpoint"]["monitor"], mode="min",
                                        patience=cb["early_stopping"]["patience"],
