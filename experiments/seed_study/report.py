@@ -30,12 +30,13 @@ MODELS = (  # (run name, what it is)
     ("ngram4_beat", "4-gram, interpolated Kneser-Ney, beat tokens (baseline)"),
     ("seed_approach1", "seed approach 1: note regression, LSTM(256) + dense, MSE"),
     ("seed_approach2", "seed approach 2: 3x430 one-hot LSTM, first 220 events, seed tokens"),
-    ("default", "midigen default: beat tokens, 2x384, whole-file windows, augmentation, styles"),
+    ("default", "midigen default: beat tokens, 1x512 (from the sweep), whole-file windows, augmentation, styles"),
+    ("previous_default", "midigen default before the sweep: the same but 2x384, lr 0.002, 6 epochs"),
     ("chorale_only", "chorale-only model (style study)"),
     ("fiddle_only", "fiddle-only model (style study)"),
 )
-TOKEN_MODELS = ("unigram", "ngram4", "unigram_beat", "ngram4_beat", "seed_approach2", "default", "chorale_only",
-                "fiddle_only")
+TOKEN_MODELS = ("unigram", "ngram4", "unigram_beat", "ngram4_beat", "seed_approach2", "default", "previous_default",
+                "chorale_only", "fiddle_only")
 
 
 def fmt(value, digits: int = 3) -> str:  # noqa: ANN001
@@ -289,7 +290,8 @@ def sweep_section(c, runs: dict) -> list[str]:  # noqa: ANN001
     ref = runs.get("sweep_reference")
     out += [f"Optuna (TPE) over hidden size, layers, dropout, learning rate and window length "
             f"(`conf/hparams_search/optuna.yaml`), {len(trials)} trials of 2 minutes each, one Hydra multirun "
-            f"command (sweep `{newest}`); the default config trained for the same 2 minutes is the reference.", "",
+            f"command (sweep `{newest}`); the config the sweep started from (the default before it), trained "
+            "for the same 2 minutes, is the reference.", "",
             "| run | hidden | layers | dropout | lr | seq_len | val NLL | epochs |", "|---|---|---|---|---|---|---|---|"]
     rows = ([("default config (reference)", ref)] if ref else []) + [(f"trial {r.data.tags.get('sweep_job')}", r)
                                                                      for r in trials]
@@ -301,13 +303,21 @@ def sweep_section(c, runs: dict) -> list[str]:  # noqa: ANN001
         best, base = best_val(trials[0]), best_val(ref)
         if best is not None and base is not None:
             if best < base - 0.005:
-                verdict = (f"The best trial beats the default config at equal budget ({fmt(best)} vs {fmt(base)}); "
-                           "its settings are the candidate for promotion (see conf/experiment/default.yaml "
-                           "for whether they were adopted).")
+                verdict = (f"The best trial beats the starting config at equal budget ({fmt(best)} vs {fmt(base)}), "
+                           "so its settings were promoted to `conf/experiment/default.yaml`.")
             else:
-                verdict = (f"No trial beats the default config by more than 0.005 nats at equal budget "
+                verdict = (f"No trial beats the starting config by more than 0.005 nats at equal budget "
                            f"({fmt(best)} vs {fmt(base)}): the default stays.")
             out += ["", verdict]
+    default, previous = runs.get("default"), runs.get("previous_default")
+    if default and previous:
+        d, p = best_val(default), best_val(previous)
+        dm, pm = default.data.metrics, previous.data.metrics
+        out += ["", f"At the default's full budget (the 9-minute cap of `make train`) the promoted config "
+                f"{'holds' if d < p else 'does not hold'} its lead: val NLL {fmt(d)} ({default.data.tags.get('stopped', '?')}, "
+                f"{fmt(dm.get('train_minutes'), 1)} min) vs {fmt(p)} for the config it replaced "
+                f"({previous.data.tags.get('stopped', '?')}, {fmt(pm.get('train_minutes'), 1)} min); test NLL per note "
+                f"{fmt(dm.get('test/nll_per_note'))} vs {fmt(pm.get('test/nll_per_note'))}."]
     out.append("")
     return out
 

@@ -299,12 +299,13 @@ def cmd_pretrained(args: argparse.Namespace) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     bundle = load_bundle(src)
     save_bundle(dest, bundle.model, src / TOKENIZER, {k: v for k, v in bundle.meta.items() if k != "model"}, half=True)
-    for name in (INDEX, CARD):
-        shutil.copyfile(src / name, dest / name)
+    shutil.copyfile(src / INDEX, dest / INDEX)
     same = fp16_equality(src, dest)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     m = run.data.metrics
-    card = (dest / "MODEL_CARD.md").read_text() if (dest / "MODEL_CARD.md").exists() else ""
+    from midigen.train import _model_card  # the training run's card, rendered from the bundle's config
+
+    card = _model_card(bundle.meta, {"tokenizer": bundle.params.to_dict(), "model": bundle.meta["model"]})
     card += (f"\n## Shipped as the pretrained default\n\nFrom the seed study's run `{args.run}` (MLflow run "
              f"`{run.info.run_id}`, commit `{run.data.tags.get('commit', commit)}`), exported with "
              f"`python experiments/seed_study/study.py pretrained {args.run}`.\n\n"

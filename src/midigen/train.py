@@ -416,6 +416,7 @@ def _write_bundle(module, run_dir: Path, container: dict, corpus, results: dict,
 
     bundle_dir = run_dir / "bundle"
     meta = {"run_id": run_id, "commit": git_commit(), "experiment": container["logger"]["experiment_name"],
+            "model": module.net.config.to_dict(),
             "data": corpus.summary(), "metrics": {k: v for k, v in results.items() if isinstance(v, float)},
             "samples": sampling.history[-1] if sampling.history else sampling.last_on_disk()}
     save_bundle(bundle_dir, module.net, run_dir / "tokenizer" / "tokenizer.json", meta)
@@ -431,11 +432,12 @@ def _model_card(meta: dict, container: dict) -> str:
              f"- MLflow run: `{meta['run_id']}`, commit `{meta['commit']}`",
              f"- Data: {d['files']} files ({d['train_files']} train / {d['val_files']} val / {d['test_files']} test), "
              f"styles {', '.join(d['styles'])}; {d['skipped']} skipped",
-             f"- Tokenizer: {container['tokenizer']['mode']} mode, vocab {container['model'].get('vocab_size', '')}",
+             f"- Tokenizer: {container['tokenizer']['mode']} mode, vocab {meta['model']['vocab_size']}",
              f"- Model: {container['model']['num_layers']} x {container['model']['hidden_size']} LSTM, "
              f"{container['model']['input']} input",
              f"- Held-out NLL per event: val {m.get('val/best_nll', float('nan')):.4f}, "
-             f"test {m.get('test/nll', float('nan')):.4f}", ""]
+             f"test {m.get('test/nll', float('nan')):.4f}; per note: test {m.get('test/nll_per_note', float('nan')):.3f}",
+             ""]
     if meta["samples"]:
         lines.append("Last samples: " + ", ".join(f"{k} {v:.3f}" for k, v in meta["samples"].items() if k != "epoch"))
     return "\n".join(lines) + "\n"
