@@ -71,7 +71,7 @@ def test_train_register_alias_and_generate_through_a_server(mlflow_server, tmp_p
     proc = run_midigen("train", "experiment=smoke", f"data.root={CORPUS}", f"paths.cache={tmp_path / 'cache'}",
                        f"paths.outputs={tmp_path / 'out'}", "registry.alias=staging", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "registered models:/midigen/1 (@staging)" in proc.stdout
+    assert "registered models:/midigen/1; @staging moved to the new version" in proc.stdout
 
     client = MlflowClient(mlflow_server["url"])
     version = client.get_model_version_by_alias("midigen", "staging")
