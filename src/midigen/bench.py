@@ -12,6 +12,7 @@ notes say how it was taken, and the table's header the machine's load average.
     sampling_vs_prefix_loop       sample() vs the seed's loop (whole prefix re-fed each step)
     sampling_vs_stateful_loop     sample() vs one nn.LSTM call per step carrying (h, c)
     sampling_seconds              sample() for 8 files x 220 events, against 0.1 s
+    sampling_seconds_shipped_model  the same on the shipped default model (models/pretrained)
     generate_cold_start           `midigen generate` as a fresh process, against 3 s
     producer_import               producer modules vs the same plus the training path
     tokenize_vs_mido              our cold token cache vs the seed's mido parser
@@ -388,7 +389,27 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
         Row("sampling_seconds", ours, 0.1, "s", "< 0.1 s", 1.0,
             notes=f"{shape}; baseline column = the 0.1 s budget; median {ours_median:.3f} s; with "
                   f"{threads} torch threads (1 thread: {ours_one_thread:.3f} s); {ours_note}"),
-    ]
+    ] + _sampling_shipped_model(sizes, producer)
+
+
+def _sampling_shipped_model(sizes: Sizes, producer) -> list[Row]:  # noqa: ANN001
+    """The same request on the model producers get (models/pretrained, the default experiment's)."""
+    from midigen.bundle import load_bundle
+    from midigen.sampling import sample
+
+    path = repo_root() / "models" / "pretrained"
+    if not (path / "config.json").exists():
+        return []
+    bundle = load_bundle(path)
+    steps = int(round(2.0 * bundle.params.steps_per_beat(120.0)))  # the producer's 2-beat note cap
+    opts = type(producer)(**{**producer.__dict__, "max_note_steps": steps})
+    ours, median = best_of(lambda: sample(bundle.model, bundle.params, opts), sizes.sample_repeats)
+    cfg = bundle.model.config
+    return [Row("sampling_seconds_shipped_model", ours, 0.1, "s", "< 0.1 s", 1.0,
+                notes=f"{SAMPLE_FILES} files x {sizes.sample_events} events with the shipped default model "
+                      f"(models/pretrained: {cfg.num_layers}x{cfg.hidden_size} {cfg.input} LSTM, {bundle.params.mode} "
+                      f"tokens), the same controls; best of {sizes.sample_repeats}, median {median:.3f} s; "
+                      "baseline column = the 0.1 s budget")]
 
 
 # --- 3. the producer's cold start ----------------------------------------------------------
