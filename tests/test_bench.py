@@ -170,7 +170,8 @@ def test_bench_rows_at_tiny_sizes(tmp_path):
     report = bench.run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"tokenize", "training", "sampling"},
                              log=lambda line: None)
     check_report(report, {"tokenize_vs_mido", "tokenize_vs_miditok_midilike", "cache_hit", "training_vs_bare_loop",
-                          "sampling_vs_prefix_loop", "sampling_vs_stateful_loop", "sampling_seconds"})
+                          "sampling_vs_prefix_loop", "sampling_vs_stateful_loop", "sampling_seconds",
+                          "sampling_seconds_shipped_model"})  # models/pretrained is committed
     assert "0 calls to midi_io.read_notes" in {r["name"]: r for r in report["rows"]}["cache_hit"]["notes"]
     lines = bench.format_table(report).splitlines()
     assert all(any(line.startswith(r["name"] + " ") for line in lines) for r in report["rows"])  # a line per row
