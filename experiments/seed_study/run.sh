@@ -6,6 +6,7 @@
 #   bash experiments/seed_study/run.sh train      # only the training runs
 #   bash experiments/seed_study/run.sh evaluate   # 64 files per model, metrics logged back to MLflow
 #   bash experiments/seed_study/run.sh report     # REPORT.md from the MLflow runs
+#   bash experiments/seed_study/run.sh long       # optional: approach 2 for the seed's full 150 epochs
 #
 # Budgets fit the machine: each run stops early on val/nll (patience 3) or at its time limit,
 # whichever comes first; the report says which (MLflow tag `stopped`).
@@ -49,9 +50,17 @@ train() {
   $MIDIGEN train experiment=default run_name=previous_default $STUDY $PREVIOUS trainer.max_epochs=6
 }
 
+long() {
+  # Optional, not part of `all`: approach 2 on the seed's whole schedule, 150 epochs with no early
+  # stop (about 2.5 hours on 2 cores; validation every 5 epochs to save time), then its evaluation.
+  $MIDIGEN train experiment=seed run_name=seed_approach2_150 $STUDY +trainer.check_val_every_n_epoch=5
+  $PY experiments/seed_study/study.py evaluate seed_approach2_150
+  $PY experiments/seed_study/study.py report
+}
+
 evaluate() {
   $PY experiments/seed_study/study.py reference
-  for run in ngram4 ngram4_beat seed_approach1 seed_approach2 default chorale_only fiddle_only; do
+  for run in ngram4 ngram4_beat seed_approach1 seed_approach2 default previous_default chorale_only fiddle_only; do
     $PY experiments/seed_study/study.py evaluate "$run"
   done
   $PY experiments/seed_study/study.py blend default
@@ -66,5 +75,6 @@ case "$PHASE" in
   evaluate) evaluate ;;
   report) report ;;
   all) train; evaluate; report ;;
-  *) echo "usage: $0 [all|train|evaluate|report]" >&2; exit 2 ;;
+  long) long ;;
+  *) echo "usage: $0 [all|train|evaluate|report|long]" >&2; exit 2 ;;
 esac
