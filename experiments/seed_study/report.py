@@ -94,6 +94,22 @@ def tokens_of(run) -> str:  # noqa: ANN001
     return p.get("tokenizer.mode") or ("beat" if run.data.tags.get("tokenizer") == "beat" else "seed")
 
 
+def table_rows(runs: dict, include, cells) -> list[str]:  # noqa: ANN001
+    """One markdown row per model of MODELS that `include(name)` takes: its label, then `cells(run)`.
+
+    A model not run yet is a "(not run)" row, or no row when it is OPTIONAL."""
+    rows = []
+    for name, label in MODELS:
+        if not include(name):
+            continue
+        run = runs.get(name)
+        if run is not None:
+            rows.append(" | ".join([f"| {label}", *cells(run)]) + " |")
+        elif name not in OPTIONAL:
+            rows.append(f"| {label} | (not run) |")
+    return rows
+
+
 def main_table(runs: dict) -> list[str]:
     out = ["## Held-out likelihood", "",
            "NLL per event: mean negative log-likelihood per event in nats on the held-out files (whole files); "
@@ -105,20 +121,14 @@ def main_table(runs: dict) -> list[str]:
            "is better. *stopped*: why training ended.", "",
            "| model | tokens | val NLL/event | test NLL/event | test NLL/note | stopped | wall min |",
            "|---|---|---|---|---|---|---|"]
-    for name, label in MODELS:
-        run = runs.get(name)
-        if name not in TOKEN_MODELS:
-            continue
-        if run is None and name in OPTIONAL:
-            continue
-        if run is None:
-            out.append(f"| {label} | (not run) |" + " |" * 5)
-            continue
+    def likelihood(run) -> list[str]:  # noqa: ANN001
         m, tags = run.data.metrics, run.data.tags
         stopped = tags.get("stopped", "-" if tags.get("task") == "baseline" else "?")
         stopped = re.sub(r" \(val/nll stopped improving\)", "", stopped).replace("trainer.max_time", "time limit")
-        out.append(" | ".join([f"| {label}", tokens_of(run), fmt(best_val(run)), fmt(m.get("test/nll")),
-                               fmt(m.get("test/nll_per_note")), stopped, fmt(m.get("train_minutes"), 1)]) + " |")
+        return [tokens_of(run), fmt(best_val(run)), fmt(m.get("test/nll")), fmt(m.get("test/nll_per_note")), stopped,
+                fmt(m.get("train_minutes"), 1)]
+
+    out += table_rows(runs, lambda name: name in TOKEN_MODELS, likelihood)
     a1 = runs.get("seed_approach1")
     if a1:
         m = a1.data.metrics
@@ -139,22 +149,14 @@ def main_table(runs: dict) -> list[str]:
             "| model | in scale | on grid | on grid @140 | stuck | pitch range | polyphony | hanging "
             "| ends on bar | overlap | copy | longest copy |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, label in MODELS:
-        run = runs.get(name)
-        if name in ("unigram", "unigram_beat"):
-            continue
-        if run is None and name in OPTIONAL:
-            continue
-        if run is None:
-            out.append(f"| {label} | (not run) |" + " |" * 10)
-            continue
+    def generated(run) -> list[str]:  # noqa: ANN001
         m = run.data.metrics
-        out.append(" | ".join([
-            f"| {label}", fmt(m.get("gen/in_scale")), fmt(m.get("gen/on_grid")),
-            fmt(m.get(f"gen_bpm{study.OFF_TEMPO}/on_grid")), fmt(m.get("gen/stuck_ratio")),
-            fmt(m.get("gen/pitch_range"), 1), fmt(m.get("gen/polyphony"), 2), fmt(m.get("gen/hanging_notes"), 1),
-            fmt(m.get("gen/ends_on_bar"), 2), fmt(m.get("gen/overlap_mean")), fmt(m.get("gen/copy_ratio_mean")),
-            fmt(m.get("gen/longest_run_max"), 0)]) + " |")
+        return [fmt(m.get("gen/in_scale")), fmt(m.get("gen/on_grid")), fmt(m.get(f"gen_bpm{study.OFF_TEMPO}/on_grid")),
+                fmt(m.get("gen/stuck_ratio")), fmt(m.get("gen/pitch_range"), 1), fmt(m.get("gen/polyphony"), 2),
+                fmt(m.get("gen/hanging_notes"), 1), fmt(m.get("gen/ends_on_bar"), 2), fmt(m.get("gen/overlap_mean")),
+                fmt(m.get("gen/copy_ratio_mean")), fmt(m.get("gen/longest_run_max"), 0)]
+
+    out += table_rows(runs, lambda name: name not in ("unigram", "unigram_beat"), generated)
     out.append("")
     return out
 
