@@ -124,7 +124,7 @@ def main_table(runs: dict) -> list[str]:
     def likelihood(run) -> list[str]:  # noqa: ANN001
         m, tags = run.data.metrics, run.data.tags
         stopped = tags.get("stopped", "-" if tags.get("task") == "baseline" else "?")
-        stopped = re.sub(r" \(val/nll stopped improving\)", "", stopped).replace("trainer.max_time", "time limit")
+        stopped = re.sub(r" \([a-z/_]+ stopped improving\)", "", stopped).replace("trainer.max_time", "time limit")
         return [tokens_of(run), fmt(best_val(run)), fmt(m.get("test/nll")), fmt(m.get("test/nll_per_note")), stopped,
                 fmt(m.get("train_minutes"), 1)]
 

@@ -141,7 +141,7 @@ def why_stopped(trainer: pl.Trainer) -> str:
         return f"completed {trainer.max_epochs} epochs"
     for cb in trainer.callbacks:
         if type(cb).__name__ == "EarlyStopping" and getattr(cb, "stopped_epoch", 0):
-            return f"early-stopped at epoch {cb.stopped_epoch} (val/nll stopped improving)"
+            return f"early-stopped at epoch {cb.stopped_epoch} ({cb.monitor} stopped improving)"
         if type(cb).__name__ == "Timer" and cb.time_remaining() is not None and cb.time_remaining() <= 0:
             return f"cut short by trainer.max_time after {trainer.current_epoch} epochs"
     return f"stopped after {trainer.current_epoch} epochs"

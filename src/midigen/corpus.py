@@ -185,7 +185,9 @@ def _export_all(todo: list[tuple[Piece, Path]], jobs: int) -> list[str | None]:
     """Export every (piece, destination); the error message of each piece that failed, else None."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), desc="exporting", unit="piece", file=sys.stderr, dynamic_ncols=True)
+    # In a log (not a terminal) a redraw every 0.1 s is thousands of characters: update every 10 s there.
+    bar = tqdm(total=len(todo), desc="exporting", unit="piece", file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)
     try:
         if jobs == 1 or len(todo) == 1:
             results = []
