@@ -2,7 +2,7 @@
 # The seed study: every model of experiments/seed_study/REPORT.md, trained on the default corpus
 # and split, logged to the MLflow experiment `seed_study`, then evaluated and reported.
 #
-#   bash experiments/seed_study/run.sh            # everything (about 90 minutes on a 2-core CPU)
+#   bash experiments/seed_study/run.sh            # everything (about 75 minutes on a 2-core CPU)
 #   bash experiments/seed_study/run.sh train      # only the training runs
 #   bash experiments/seed_study/run.sh evaluate   # 64 files per model, metrics logged back to MLflow
 #   bash experiments/seed_study/run.sh report     # REPORT.md from the MLflow runs
