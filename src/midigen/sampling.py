@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from midigen.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET, EventParams
+from midigen import native as kernels
 from midigen.model import EventLSTM
 
 NEG_INF = float("-inf")
@@ -59,6 +60,11 @@ class SamplingOptions:
         fp32. Either way sampling is deterministic: the same seed gives the same ids on a
         given machine (bf16 and fp32 runs give different ids; the parity tests compare
         StepLSTM with nn.LSTM in fp32).
+    kernels: "native" runs each LSTM layer's cell and each step's controls and draw as one
+        compiled call (`midigen kernels build`, see `midigen.native`); "python" is the
+        reference path in torch + numpy; "auto", the default, is native where built. Both
+        apply the same controls to the same logits; their ids agree except where float
+        rounding (a different exp, a different summation order) flips a draw.
     """
 
     num: int = 8
@@ -76,6 +82,7 @@ class SamplingOptions:
     style: torch.Tensor | None = None
     seed: int = 0
     precision: str = "auto"
+    kernels: str = "auto"
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,11 +146,16 @@ class StepLSTM:
     is kept as h/2 and 2c (the weights that read h are doubled instead; powers of two scale
     floats exactly), because torch's CPU tanh costs five sigmoids. `precision="bf16"` keeps
     the matmul weights and h in bfloat16 (gates, cell state and logits stay fp32). `step`
-    returns a buffer that the next step overwrites.
+    returns a buffer that the next step overwrites. `native=True` runs each layer's cell
+    (everything between two matmuls) as one call of the compiled `midigen::lstm_cell_`.
     """
 
-    def __init__(self, model: EventLSTM, style: torch.Tensor | None, batch: int, precision: str = "fp32"):
+    def __init__(self, model: EventLSTM, style: torch.Tensor | None, batch: int, precision: str = "fp32",
+                 native: bool = False):
         precision = resolve_precision(precision)
+        if native and not kernels.load():
+            raise RuntimeError("the native sampling kernels are not built: run `midigen kernels build`")
+        self.native = native
         lstm, cfg = model.lstm, model.config
         L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
         self.L, self.H, self.batch = L, H, batch
@@ -168,7 +180,7 @@ class StepLSTM:
             table = w0[:, :E].T if cfg.input == "onehot" else model.embedding.weight.float() @ w0[:, :E].T  # (V, 4H)
             sv = model.style_vector(style.expand(batch, -1) if style is not None else None, batch)
             if sv is None:
-                self.table, self.row_bias = table + bias0, None  # contiguous (V, 4H)
+                self.table, self.row_bias = (table + bias0).contiguous(), None  # (V, 4H)
             else:
                 self.table, self.row_bias = table.contiguous(), (bias0 + sv.float() @ w0[:, E:].T).contiguous()
             # In bf16 the biases are added in fp32, after the matmul.
@@ -214,7 +226,9 @@ class StepLSTM:
             self.xh[i + 1][:, :self.H].copy_(h)  # the next layer's input now
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B,) -> next-event logits (B, V), in a buffer the next call overwrites."""
+        """ids (B,) int64 -> next-event logits (B, V), in a buffer the next call overwrites."""
+        if self.native:
+            return self._step_native(ids)
         gates = self.gates
         torch.index_select(self.table, 0, ids, out=gates)  # (B, 4H)
         if self.row_bias is not None:
@@ -231,6 +245,17 @@ class StepLSTM:
         if self.bf16:
             return torch.add(self.head(self.h[-1]), self.head_b, out=self.logits)
         return self.logits.copy_(self.head(self.h[-1]))  # (B, V)
+
+    def _step_native(self, ids: torch.Tensor) -> torch.Tensor:
+        cell, L = torch.ops.midigen.lstm_cell_, self.L
+        cell(self.hh0(self.h[0]), self.table, ids, self.row_bias, None, self.c[0], self.h[0],
+             None, self.xh[1] if L > 1 else None)
+        for i in range(1, L):
+            cell(self.upper[i - 1](self.xh[i]), None, None, None, self.bias[i - 1] if self.bf16 else None,
+                 self.c[i], self.h[i], self.xh[i], self.xh[i + 1] if i + 1 < L else None)
+        if self.bf16:
+            return torch.add(self.head(self.h[-1]), self.head_b, out=self.logits)
+        return self.logits.copy_(self.head(self.h[-1]))
 
 
 class _Tracker:
@@ -366,7 +391,8 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     else:
         starts = opts.start_pitches or torch.randint(36, 100, (B,), generator=gen).tolist()
         prefix = np.asarray([[NOTE_ON_OFFSET + int(p)] for p in starts], dtype=np.int64)
-    stepper = StepLSTM(model, opts.style, B, resolve_precision(opts.precision))
+    use_native = kernels.resolve(opts.kernels)
+    stepper = StepLSTM(model, opts.style, B, resolve_precision(opts.precision), native=use_native)
     tracker = _Tracker(B, params, opts)
     if prefix.shape[1] > 1:
         # Every file shares the primer: all but its last event go through nn.LSTM once, as a sequence.
@@ -375,17 +401,32 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         stepper.set_state(h, c)
     for t in range(prefix.shape[1]):
         tracker.update(prefix[:, t])
-    ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); its numpy view feeds each sampled id back
-    ids_np = ids.numpy()
+    ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); each sampled id is written back into it
     logits = stepper.step(ids).numpy()  # (B, V), a view of the stepper's buffer: masked in place
-
-    notes = slice(0, TIME_SHIFT_OFFSET)  # the ids `tracker.blocked` covers
-    on_sl, off_sl = slice(NOTE_ON_OFFSET, NOTE_OFF_OFFSET), slice(NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET)
     inv_temperature = np.float32(1.0 / max(float(opts.temperature), 1e-6))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
     if opts.max_steps is not None:
         done |= tracker.elapsed >= opts.max_steps
+    if use_native:
+        _loop_native(stepper, logits, ids, tracker, opts, inv_temperature, gen, out, done)
+    else:
+        _loop_python(stepper, logits, ids, tracker, opts, inv_temperature, gen, out, done)
+    result = []
+    for b in range(B):
+        row = out[b]
+        result.append(np.concatenate([prefix[b], row[row != PAD_ID]]))
+    return result
+
+
+def _loop_python(stepper: StepLSTM, logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker,
+                 opts: SamplingOptions, inv_temperature: np.float32, gen: torch.Generator, out: np.ndarray,
+                 done: np.ndarray) -> None:
+    """The reference: controls, filters and draw in numpy, one sampled id per file per step, into `out`."""
+    B = out.shape[0]
+    ids_np = ids.numpy()
+    notes = slice(0, TIME_SHIFT_OFFSET)  # the ids `tracker.blocked` covers
+    on_sl, off_sl = slice(NOTE_ON_OFFSET, NOTE_OFF_OFFSET), slice(NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET)
     for t in range(0 if done.all() else opts.max_events):
         if t % UNIFORM_BLOCK == 0:
             uniforms = torch.rand(UNIFORM_BLOCK, B, generator=gen, dtype=torch.float64).numpy()
@@ -413,8 +454,33 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
             break  # no step for logits nobody samples from
         ids_np[:] = tok
         stepper.step(ids)
-    result = []
-    for b in range(B):
-        row = out[b]
-        result.append(np.concatenate([prefix[b], row[row != PAD_ID]]))
-    return result
+
+
+def _loop_native(stepper: StepLSTM, logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker,
+                 opts: SamplingOptions, inv_temperature: np.float32, gen: torch.Generator, out: np.ndarray,
+                 done: np.ndarray) -> None:
+    """`_loop_python` with each step's controls, filters, draw and state update in one `midigen::choose_`.
+
+    The kernel works in place on the tracker's numpy arrays (shared with torch, no copies) and
+    draws from the same uniform numbers.
+    """
+    B = out.shape[0]
+    choose = torch.ops.midigen.choose_
+    state = [torch.from_numpy(a) for a in (tracker.blocked, tracker.counts, tracker.recent)]
+    cursor = torch.tensor([tracker.cursor], dtype=torch.int64)
+    deadline, elapsed = torch.from_numpy(tracker.deadline), torch.from_numpy(tracker.elapsed)
+    out_of_key, done_t, out_t = (torch.from_numpy(a) for a in (tracker.out_of_key, done, out))
+    logits_t = torch.from_numpy(logits)
+    max_note = -1 if tracker.max_note is None else int(tracker.max_note)
+    max_steps = -1 if opts.max_steps is None else int(opts.max_steps)
+    penalty, top_k, top_p = float(tracker.penalty), int(opts.top_k), float(opts.top_p)
+    for t in range(0 if done.all() else opts.max_events):
+        if t % UNIFORM_BLOCK == 0:
+            uniforms = torch.rand(UNIFORM_BLOCK, B, generator=gen, dtype=torch.float64).unbind(0)
+        choose(logits_t, float(inv_temperature), state[0], penalty, state[1], state[2], cursor, max_note,
+               deadline, elapsed, out_of_key, top_k, top_p, uniforms[t % UNIFORM_BLOCK], done_t, max_steps,
+               out_t, t, ids)
+        if done.all() or t == opts.max_events - 1:
+            break  # no step for logits nobody samples from
+        stepper.step(ids)
+    tracker.cursor = int(cursor)
