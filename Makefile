@@ -18,25 +18,28 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create ./.venv and install midigen (editable) with its dev extras
+install: $(STAMP) kernels ## create ./.venv and install midigen (editable) with its dev extras
+
+kernels: $(STAMP) ## build the native sampling kernels for this machine (sampling falls back to Python without them)
+	@$(VENV)/bin/midigen kernels build || echo "midigen: native sampling kernels not built; sampling uses the Python path"
 
 data: $(STAMP) ## build the default training corpus (Bach chorales + fiddle tunes) into data/corpus
 	$(VENV)/bin/midigen data build
 
-train: $(STAMP) ## install, build the corpus, train the default experiment, register and sample
+train: $(STAMP) kernels ## install, build the corpus, train the default experiment, register and sample
 	$(VENV)/bin/midigen data build
 	$(VENV)/bin/midigen train $(ARGS)
 
-test: $(STAMP) ## install and run the fast test suite
+test: $(STAMP) kernels ## install and run the fast test suite
 	$(PY) -m pytest -q -x tests
 
 test-slow: $(STAMP) ## run the slow tests (real training runs, servers, multi-process)
 	$(PY) -m pytest -q -m slow tests
 
-generate: $(STAMP) ## generate 8 MIDI ideas from the champion model (or the shipped pretrained one) into ideas/
+generate: $(STAMP) kernels ## generate 8 MIDI ideas from the champion model (or the shipped pretrained one) into ideas/
 	$(VENV)/bin/midigen generate --num 8 --bars 8 --out ideas --force $(ARGS)
 
-bench: $(STAMP) ## run the side-by-side benchmarks (midigen bench)
+bench: $(STAMP) kernels ## run the side-by-side benchmarks (midigen bench)
 	$(VENV)/bin/midigen bench --json bench/bench.json $(ARGS)
 
 study: $(STAMP) ## run the seed study and regenerate experiments/seed_study/REPORT.md
@@ -50,4 +53,4 @@ ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store
 clean: ## remove caches and run outputs (keeps data/corpus and mlflow.db)
 	rm -rf outputs multirun .pytest_cache data/cache
 
-.PHONY: help install data train test test-slow generate bench study ui clean
+.PHONY: help install kernels data train test test-slow generate bench study ui clean

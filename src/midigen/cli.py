@@ -76,6 +76,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_command(args)
 
 
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    from midigen import native
+
+    if args.kernels_command == "status":
+        built = native.load()
+        print(f"native sampling kernels: {'built' if built else 'not built'} ({native.library_path()})")
+        print(f"C++ compiler: {native.compiler() or 'none found'}")
+        return 0 if built else 1
+    path, seconds = native.build(force=args.force, verbose=args.verbose)
+    print(f"built {path} in {seconds:.1f} s" if seconds else f"up to date: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midigen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="smaller sizes; the whole run in about 3 minutes")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_cmd_bench)
+
+    kern = sub.add_parser("kernels", help="the native sampling kernels: build them for this machine, or check")
+    kern_sub = kern.add_subparsers(dest="kernels_command", required=True)
+    kbuild = kern_sub.add_parser("build", help="compile them with this machine's C++ compiler (make install runs it)")
+    kbuild.add_argument("--force", action="store_true", help="rebuild even where built")
+    kbuild.add_argument("--verbose", action="store_true", help="show the compiler's output")
+    kbuild.set_defaults(func=_cmd_kernels)
+    kern_sub.add_parser("status", help="built or not, where, and the compiler found (exit 1 if not built)") \
+        .set_defaults(func=_cmd_kernels)
     return parser
 
 

@@ -63,6 +63,7 @@ class GenerateRequest:
     # originality index was calibrated to on held-out real music) or None (no check).
     max_copy: float | str | None = "auto"
     max_events: int = 4000
+    kernels: str = "auto"  # sampling kernels: "auto" (native where built), "native", "python"
     extras: dict = field(default_factory=dict)
 
 
@@ -195,7 +196,7 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
         num=req.num, max_events=max_events, max_steps=max_steps, temperature=req.temperature,
         top_k=req.top_k, top_p=req.top_p, scale=scale, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
-        start_pitches=starts, primer=primer, style=style, seed=req.seed)
+        start_pitches=starts, primer=primer, style=style, seed=req.seed, kernels=req.kernels)
     index, bound = _originality_guard(bundle, req.max_copy)
     sequences = sample(bundle.model, params, opts)
     results = []
@@ -290,7 +291,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", default=None, help="restrict NOTE_ONs to a key, e.g. 'F# minor'")
     p.add_argument("--scale", default=None, help=f"scale of --key: {', '.join(SCALES)}")
     p.add_argument("--primer", default=None, help="a MIDI clip to continue; kept verbatim at the start")
-    p.add_argument("--seed", type=int, default=0, help="same seed + model + options = identical files")
+    p.add_argument("--seed", type=int, default=0,
+                   help="same seed + model + options = identical files (on one machine and kernel build)")
     p.add_argument("--note-range", default="36-99", help="start pitches LOW-HIGH (default 36-99)")
     p.add_argument("--repetition-penalty", type=float, default=0.3,
                    help="anti-stuck: logit penalty per recent repeat of a pitch (0 = off; default 0.3)")
@@ -304,6 +306,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite files that exist")
     p.add_argument("--preview", action="store_true", help="write a piano-roll PNG beside each file")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of lines")
+    p.add_argument("--kernels", choices=["auto", "native", "python"], default="auto",
+                   help="sampling kernels: native (compiled by `midigen kernels build`), python, or auto "
+                        "(native where built; the default)")
 
 
 def default_model_ref() -> str:
@@ -348,7 +353,8 @@ def generate_command(args: argparse.Namespace) -> int:
         bpm=args.bpm, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         style=parse_style(args.style), key=args.key, scale=args.scale, primer=args.primer, seed=args.seed,
         note_range=parse_range(args.note_range), repetition_penalty=args.repetition_penalty,
-        max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name, max_copy=parse_max_copy(args.max_copy))
+        max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name,
+        max_copy=parse_max_copy(args.max_copy), kernels=args.kernels)
     validate(req)
     out = Path(args.out)
     ref = args.model or default_model_ref()

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -103,8 +104,13 @@ def build(force: bool = False, verbose: bool = False) -> tuple[Path, float]:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cpp_extension.load(name=NAME, sources=[str(SOURCE)], build_directory=str(path.parent),
-                       extra_cflags=CFLAGS, is_python_module=False, verbose=verbose)
+    try:
+        cpp_extension.load(name=NAME, sources=[str(SOURCE)], build_directory=str(path.parent),
+                           extra_cflags=CFLAGS, is_python_module=False, verbose=verbose)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MidigenError(f"building the native sampling kernels failed ({first}); "
+                           "`midigen kernels build --verbose` shows the compiler's output") from exc
     _loaded = True
     load.cache_clear()
     return path, time.perf_counter() - start

@@ -25,6 +25,7 @@ call per step.
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,67 @@ class _Linear:
         return torch.addmm(self.bias, x, self.weight_t)
 
 
+class _StepWeights:
+    """StepLSTM's weights, prepared from a model's: gate rows reordered and scaled, the first
+    layer's input projection as a table, matmul weights in the step's precision and prepacked.
+
+    Preparing them costs ~10 ms on the seed-size model (more than a tenth of a sample() call),
+    so the last preparation per model is kept and reused while the model's parameters are the
+    same tensors, unmodified (their version counters catch in-place updates such as an
+    optimizer step or load_state_dict).
+    """
+
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, model: EventLSTM, batch: int, bf16: bool) -> _StepWeights:
+        key = (batch, bf16, tuple((p.data_ptr(), p._version) for p in model.parameters()))
+        hit = cls._cache.get(model)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        weights = cls(model, batch, bf16)
+        cls._cache[model] = (key, weights)
+        return weights
+
+    def __init__(self, model: EventLSTM, batch: int, bf16: bool):
+        lstm, cfg = model.lstm, model.config
+        L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
+        wdt = torch.bfloat16 if bf16 else torch.float32
+        # PyTorch's gate order is (i, f, g, o); (i, f, o, g) puts the sigmoid gates first, and g,
+        # doubled, is sigmoid(2 x_g) from the same call.
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+        scale_x = torch.ones(4 * H)
+        scale_x[3 * H:] = 2.0
+        scale_h = 2.0 * scale_x  # and the weights that read the stored h/2 are doubled
+
+        def rows(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            """(4H, ...) in PyTorch's gate order -> ours, row r times scale[r]; a new fp32 tensor."""
+            return w.detach().float().index_select(0, order).mul_(scale.view(-1, *[1] * (w.dim() - 1)))
+
+        with torch.no_grad():
+            w0 = rows(lstm.weight_ih_l0, scale_x)  # (4H, E [+ D])
+            self.bias0 = rows(lstm.bias_ih_l0 + lstm.bias_hh_l0, scale_x)
+            E = V if cfg.input == "onehot" else model.embedding.weight.shape[1]
+            # A one-hot row times W_ih is a column of W_ih; an embedding row times W_ih is a matmul.
+            table = w0[:, :E].T if cfg.input == "onehot" else model.embedding.weight.float() @ w0[:, :E].T  # (V, 4H)
+            styled = bool(model.num_styles)
+            # Without styles the first layer's bias is folded into the table; with them it goes into
+            # each sample()'s style-dependent row bias.
+            self.table = (table if styled else table + self.bias0).contiguous()  # (V, 4H)
+            self.style_t = w0[:, E:].T.contiguous() if styled else None  # (S', 4H)
+            # In bf16 the biases are added in fp32, after the matmul.
+            self.hh0 = _Linear(rows(lstm.weight_hh_l0, scale_h), None, batch, wdt)  # H -> 4H
+            self.upper, self.bias = [], []
+            for i in range(1, L):
+                w = torch.cat([getattr(lstm, f"weight_ih_l{i}"), getattr(lstm, f"weight_hh_l{i}")], 1)
+                b = rows(getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}"), scale_x)
+                self.upper.append(_Linear(rows(w, scale_h), None if bf16 else b, batch, wdt))  # 2H -> 4H
+                self.bias.append(b)
+            head_b = model.head.bias.detach().float()
+            self.head = _Linear(2.0 * model.head.weight.detach().float(), None if bf16 else head_b, batch, wdt)
+            self.head_b = head_b.clone()
+
+
 class StepLSTM:
     """A stacked LSTM unrolled one step at a time from `EventLSTM`'s weights (inference only).
 
@@ -156,44 +218,17 @@ class StepLSTM:
         if native and not kernels.load():
             raise RuntimeError("the native sampling kernels are not built: run `midigen kernels build`")
         self.native = native
-        lstm, cfg = model.lstm, model.config
+        cfg = model.config
         L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
         self.L, self.H, self.batch = L, H, batch
         self.bf16 = precision == "bf16"
         wdt = torch.bfloat16 if self.bf16 else torch.float32
-        # PyTorch's gate order is (i, f, g, o); (i, f, o, g) puts the sigmoid gates first, and g,
-        # doubled, is sigmoid(2 x_g) from the same call.
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-        scale_x = torch.ones(4 * H)
-        scale_x[3 * H:] = 2.0
-        scale_h = 2.0 * scale_x  # and the weights that read the stored h/2 are doubled
-
-        def rows(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-            """(4H, ...) in PyTorch's gate order -> ours, row r times scale[r]; a new fp32 tensor."""
-            return w.detach().float().index_select(0, order).mul_(scale.view(-1, *[1] * (w.dim() - 1)))
-
+        w = _StepWeights.of(model, batch, self.bf16)
+        self.table, self.hh0, self.upper, self.bias, self.head, self.head_b = (
+            w.table, w.hh0, w.upper, w.bias, w.head, w.head_b)
         with torch.no_grad():
-            w0 = rows(lstm.weight_ih_l0, scale_x)  # (4H, E [+ D])
-            bias0 = rows(lstm.bias_ih_l0 + lstm.bias_hh_l0, scale_x)
-            E = V if cfg.input == "onehot" else model.embedding.weight.shape[1]
-            # A one-hot row times W_ih is a column of W_ih; an embedding row times W_ih is a matmul.
-            table = w0[:, :E].T if cfg.input == "onehot" else model.embedding.weight.float() @ w0[:, :E].T  # (V, 4H)
             sv = model.style_vector(style.expand(batch, -1) if style is not None else None, batch)
-            if sv is None:
-                self.table, self.row_bias = (table + bias0).contiguous(), None  # (V, 4H)
-            else:
-                self.table, self.row_bias = table.contiguous(), (bias0 + sv.float() @ w0[:, E:].T).contiguous()
-            # In bf16 the biases are added in fp32, after the matmul.
-            self.hh0 = _Linear(rows(lstm.weight_hh_l0, scale_h), None, batch, wdt)  # H -> 4H
-            self.upper, self.bias = [], []
-            for i in range(1, L):
-                w = torch.cat([getattr(lstm, f"weight_ih_l{i}"), getattr(lstm, f"weight_hh_l{i}")], 1)
-                b = rows(getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}"), scale_x)
-                self.upper.append(_Linear(rows(w, scale_h), None if self.bf16 else b, batch, wdt))  # 2H -> 4H
-                self.bias.append(b)
-            head_b = model.head.bias.detach().float()
-            self.head = _Linear(2.0 * model.head.weight.detach().float(), None if self.bf16 else head_b, batch, wdt)
-            self.head_b = head_b.clone()
+        self.row_bias = None if sv is None else (w.bias0 + sv.float() @ w.style_t).contiguous()  # (B, 4H)
         B = batch
         # Layer i >= 1 reads [h_{i-1} | h_i] as one contiguous (B, 2H) input; each new h/2 is
         # computed into `h[i]` and copied to where the next layer and the next step read it.
