@@ -13,6 +13,7 @@ notes say how it was taken, and the table's header the machine's load average.
     sampling_vs_stateful_loop     sample() vs one nn.LSTM call per step carrying (h, c)
     sampling_seconds              sample() for 8 files x 220 events, against 0.1 s
     sampling_seconds_shipped_model  the same on the shipped default model (models/pretrained)
+    sampling_native_vs_python     sample() with the native kernels vs its Python reference path
     generate_cold_start           `midigen generate` as a fresh process, against 3 s
     producer_import               producer modules vs the same plus the training path
     tokenize_vs_mido              our cold token cache vs the seed's mido parser
@@ -164,6 +165,7 @@ def subset_corpus(root: Path, dest: Path, max_files: int | None, copies: int = 1
 def machine_info() -> dict:
     import torch
 
+    from midigen import native
     from midigen.sampling import native_bf16
 
     cpu = platform.processor() or platform.machine()
@@ -176,7 +178,7 @@ def machine_info() -> dict:
         pass
     return {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": cpu,
             "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "native_bf16": native_bf16(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+            "native_bf16": native_bf16(), "native_kernels": native.load(), "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def sgemm_gflops(n: int, repeats: int = 5) -> float:
@@ -346,7 +348,8 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
     """sample() with the producer's controls vs the seed's prefix loop and a plain stateful loop."""
     import torch
 
-    from midigen.sampling import SamplingOptions, resolve_precision, sample
+    from midigen import native
+    from midigen.sampling import SamplingOptions, _StepWeights, resolve_precision, sample
 
     params = EventParams.seed()
     V, E = params.vocab_size, sizes.sample_events
@@ -360,6 +363,11 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
     ours, ours_median = best_of(lambda: sample(model, params, producer), sizes.sample_repeats)
     ours_plain, _ = best_of(lambda: sample(model, params, plain), side)
     ours_fp32, _ = best_of(lambda: sample(model, params, fp32), side)
+    # The first call on a model also prepares its step weights (cached per model after that).
+    first_call, _ = best_of(lambda: (_StepWeights._cache.clear(), sample(model, params, producer)), side)
+    reference = SamplingOptions(**{**producer.__dict__, "kernels": "python"})
+    ours_python, python_median = best_of(lambda: sample(model, params, reference), sizes.sample_repeats)
+    kernels = "native kernels" if native.load() else "Python path (native kernels not built)"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a step's matmuls are small: one thread may beat several on a busy machine
     try:
@@ -377,8 +385,9 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
     precision = resolve_precision(producer.precision)
     shape = f"{SAMPLE_FILES} files x {E} events, {sizes.layers}x{sizes.hidden} one-hot LSTM"
     ours_note = (f"ours = sample() with the producer's controls (grammar masks, top-p 0.95, anti-stuck 0.3, "
-                 f"note cap), {precision} step matmuls, best of {sizes.sample_repeats}; plain sampling "
-                 f"{ours_plain:.3f} s, fp32 {ours_fp32:.3f} s")
+                 f"note cap), {kernels}, {precision} step matmuls, best of {sizes.sample_repeats}; plain sampling "
+                 f"{ours_plain:.3f} s, fp32 {ours_fp32:.3f} s, first call on a model (prepares its step "
+                 f"weights) {first_call:.3f} s, Python path {ours_python:.3f} s")
     scaled = f", timed on {files} file(s) and scaled to {SAMPLE_FILES}" if files < SAMPLE_FILES else ""
     return [
         Row("sampling_vs_prefix_loop", ours, prefix, "s", ">= 30x", 30.0,
@@ -389,7 +398,21 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
         Row("sampling_seconds", ours, 0.1, "s", "< 0.1 s", 1.0,
             notes=f"{shape}; baseline column = the 0.1 s budget; median {ours_median:.3f} s; with "
                   f"{threads} torch threads (1 thread: {ours_one_thread:.3f} s); {ours_note}"),
-    ] + _sampling_shipped_model(sizes, producer)
+    ] + _native_row(ours, ours_median, ours_python, python_median, sizes, shape) \
+        + _sampling_shipped_model(sizes, producer)
+
+
+def _native_row(ours: float, ours_median: float, python: float, python_median: float, sizes: Sizes,
+                shape: str) -> list[Row]:
+    from midigen import native
+
+    if not native.load():  # nothing to compare: both figures would be the Python path's
+        return []
+    return [Row("sampling_native_vs_python", ours, python, "s", ">= 1.3x", 1.3,
+                notes=f"{shape}, producer's controls; ours = the native kernels (fused LSTM cell per layer, one "
+                      f"call per step for controls + nucleus filter + draw), baseline = the same sample() on its "
+                      f"Python reference path (torch ops + numpy); best of {sizes.sample_repeats} each, medians "
+                      f"{ours_median:.3f} vs {python_median:.3f} s")]
 
 
 def _sampling_shipped_model(sizes: Sizes, producer) -> list[Row]:  # noqa: ANN001
