@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from midigen import bench
+from midigen import bench, native
 from midigen.events import NOTE_ON_OFFSET, EventParams
 from midigen.model import EventLSTM, ModelConfig
 from midigen.sampling import SamplingOptions, StepLSTM, _draw, _top_p, _weights, sample
@@ -27,6 +27,23 @@ TINY = bench.Sizes(train_batches=2, hidden=16, layers=1, batch_size=4, seq_len=1
                    memory_files=2, memory_windows=8, sgemm_n=64, repeats_for_memory=(1, 2))
 PRODUCER = dict(num=4, max_events=60, top_p=0.9, repetition_penalty=0.5, max_note_steps=40,
                 scale=[0, 2, 4, 5, 7, 9, 11])
+
+
+NEEDS_COMPILER = pytest.mark.skipif(native.compiler() is None, reason="no C++ compiler to build the native kernels")
+
+
+@pytest.fixture(scope="session")
+def native_kernels() -> None:
+    """The native sampling kernels, built once (a no-op where built; a failed build fails the test)."""
+    native.build()
+
+
+@pytest.fixture(params=["python", pytest.param("native", marks=NEEDS_COMPILER)])
+def kernels(request) -> str:
+    """Both sampler implementations: the Python reference and the native kernels."""
+    if request.param == "native":
+        request.getfixturevalue("native_kernels")
+    return request.param
 
 
 def small_model(input_kind: str = "onehot", styles: tuple[str, ...] = (), seed: int = 0) -> EventLSTM:
@@ -82,17 +99,19 @@ def test_step_lstm_in_bf16_stays_close_to_fp32():
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_sampler_repeats_itself_for_a_seed_and_not_for_another(precision):
+def test_sampler_repeats_itself_for_a_seed_and_not_for_another(precision, kernels):
     model = small_model()
-    runs = [sample(model, SEED, SamplingOptions(**PRODUCER, seed=seed, precision=precision)) for seed in (3, 3, 4)]
+    runs = [sample(model, SEED, SamplingOptions(**PRODUCER, seed=seed, precision=precision, kernels=kernels))
+            for seed in (3, 3, 4)]
     assert all(np.array_equal(a, b) for a, b in zip(runs[0], runs[1]))
     assert not all(np.array_equal(a, b) for a, b in zip(runs[0], runs[2]))
 
 
-def test_sampler_keeps_the_primer_and_obeys_grammar_and_key():
+def test_sampler_keeps_the_primer_and_obeys_grammar_and_key(kernels):
     model = small_model()
     primer = np.array([NOTE_ON_OFFSET + 60, 257 + 30, 129 + 60, NOTE_ON_OFFSET + 64], dtype=np.int64)
-    for ids in sample(model, SEED, SamplingOptions(**PRODUCER, primer=primer, seed=1, precision="fp32")):
+    opts = SamplingOptions(**PRODUCER, primer=primer, seed=1, precision="fp32", kernels=kernels)
+    for ids in sample(model, SEED, opts):
         assert np.array_equal(ids[:4], primer)
         sounding = {64}
         for tok in ids[4:].tolist():
@@ -169,9 +188,12 @@ def check_report(report: dict, names: set[str]) -> None:
 def test_bench_rows_at_tiny_sizes(tmp_path):
     report = bench.run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"tokenize", "training", "sampling"},
                              log=lambda line: None)
-    check_report(report, {"tokenize_vs_mido", "tokenize_vs_miditok_midilike", "cache_hit", "training_vs_bare_loop",
-                          "sampling_vs_prefix_loop", "sampling_vs_stateful_loop", "sampling_seconds",
-                          "sampling_seconds_shipped_model"})  # models/pretrained is committed
+    names = {"tokenize_vs_mido", "tokenize_vs_miditok_midilike", "cache_hit", "training_vs_bare_loop",
+             "sampling_vs_prefix_loop", "sampling_vs_stateful_loop", "sampling_seconds",
+             "sampling_seconds_shipped_model"}  # models/pretrained is committed
+    if native.load():  # where the kernels are built: native vs the Python path
+        names.add("sampling_native_vs_python")
+    check_report(report, names)
     assert "0 calls to midi_io.read_notes" in {r["name"]: r for r in report["rows"]}["cache_hit"]["notes"]
     lines = bench.format_table(report).splitlines()
     assert all(any(line.startswith(r["name"] + " ") for line in lines) for r in report["rows"])  # a line per row

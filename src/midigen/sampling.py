@@ -151,8 +151,9 @@ class _StepWeights:
 
     Preparing them costs ~10 ms on the seed-size model (more than a tenth of a sample() call),
     so the last preparation per model is kept and reused while the model's parameters are the
-    same tensors, unmodified (their version counters catch in-place updates such as an
-    optimizer step or load_state_dict).
+    same tensors, unmodified: their version counters catch in-place updates (an optimizer
+    step, `load_state_dict`, `p.add_()` under no_grad). Writes that bypass them (through
+    `p.data` or a numpy view) are not seen: call `forget_prepared(model)` after such a write.
     """
 
     _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -204,6 +205,11 @@ class _StepWeights:
             head_b = model.head.bias.detach().float()
             self.head = _Linear(2.0 * model.head.weight.detach().float(), None if bf16 else head_b, batch, wdt)
             self.head_b = head_b.clone()
+
+
+def forget_prepared(model: EventLSTM) -> None:
+    """Drop the step weights prepared for `model` (after writing its weights through `.data`)."""
+    _StepWeights._cache.pop(model, None)
 
 
 class StepLSTM:
@@ -291,6 +297,7 @@ class StepLSTM:
 
     def _step_native(self, ids: torch.Tensor) -> torch.Tensor:
         cell, L = torch.ops.midigen.lstm_cell_, self.L
+        ids = ids.contiguous()  # the kernel reads (B,) int64 contiguous; a no-op for sample()'s buffer
         cell(self.hh0(self.h[0]), self.table, ids, self.row_bias, None, self.c[0], self.h[0],
              None, self.xh[1] if L > 1 else None)
         for i in range(1, L):
