@@ -104,7 +104,7 @@ class TokenCorpus:
     skipped: list[dict]  # rel, reason
     params: EventParams
     cache_dir: Path
-    _notes_before: np.ndarray | None = field(default=None, init=False, repr=False)  # notes before each token
+    _file_notes: dict[int, int] | None = field(default=None, init=False, repr=False)  # NOTE_ONs per file offset
 
     def split(self, name: str) -> list[dict]:
         return [f for f in self.files if f["split"] == name]
@@ -123,12 +123,12 @@ class TokenCorpus:
 
         The same music gives the same count under every tokenizer, so NLL per note compares
         models whose vocabularies differ, where NLL per event cannot."""
-        if self._notes_before is None:
-            tokens = np.asarray(self.tokens)
-            is_note = (tokens >= NOTE_ON_OFFSET) & (tokens < NOTE_OFF_OFFSET)
-            self._notes_before = np.concatenate([[0], np.cumsum(is_note, dtype=np.int64)])  # (N + 1,)
-        before = self._notes_before
-        return int(sum(before[f["offset"] + f["length"]] - before[f["offset"]] for f in self.split(split)))
+        if self._file_notes is None:  # counted file by file: memory stays flat as the corpus grows
+            self._file_notes = {}
+            for f in self.files:
+                seg = self.tokens[f["offset"]:f["offset"] + f["length"]]
+                self._file_notes[f["offset"]] = int(np.count_nonzero((seg >= NOTE_ON_OFFSET) & (seg < NOTE_OFF_OFFSET)))
+        return sum(self._file_notes[f["offset"]] for f in self.split(split))
 
 
 def _hash_bytes(path: Path) -> str:
