@@ -102,6 +102,12 @@ def build(force: bool = False, verbose: bool = False) -> tuple[Path, float]:
         raise MidigenError("no C++ compiler found (set CXX or install g++): sampling uses the Python path")
     from torch.utils import cpp_extension
 
+    try:  # torch's builder runs `ninja` from PATH: put the pip-installed one there (a venv's bin may not be)
+        import ninja
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except (ImportError, AttributeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
