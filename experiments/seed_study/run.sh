@@ -52,8 +52,10 @@ train() {
 
 long() {
   # Optional, not part of `all`: approach 2 on the seed's whole schedule, 150 epochs with no early
-  # stop (about 2.5 hours on 2 cores; validation every 5 epochs to save time), then its evaluation.
-  $MIDIGEN train experiment=seed run_name=seed_approach2_150 $STUDY +trainer.check_val_every_n_epoch=5
+  # stop (about 2 hours on 2 cores; validation every 5 epochs to save time), then its evaluation.
+  # LONG_MAX_TIME=DD:HH:MM:SS caps its time (the report says which epoch it reached).
+  $MIDIGEN train experiment=seed run_name=seed_approach2_150 $STUDY +trainer.check_val_every_n_epoch=5 \
+    ${LONG_MAX_TIME:+trainer.max_time=$LONG_MAX_TIME}
   $PY experiments/seed_study/study.py evaluate seed_approach2_150
   $PY experiments/seed_study/study.py report
 }
