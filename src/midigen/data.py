@@ -104,7 +104,6 @@ class TokenCorpus:
     skipped: list[dict]  # rel, reason
     params: EventParams
     cache_dir: Path
-    _file_notes: dict[int, int] | None = field(default=None, init=False, repr=False)  # NOTE_ONs per file offset
 
     def split(self, name: str) -> list[dict]:
         return [f for f in self.files if f["split"] == name]
@@ -123,12 +122,11 @@ class TokenCorpus:
 
         The same music gives the same count under every tokenizer, so NLL per note compares
         models whose vocabularies differ, where NLL per event cannot."""
-        if self._file_notes is None:  # counted file by file: memory stays flat as the corpus grows
-            self._file_notes = {}
-            for f in self.files:
-                seg = self.tokens[f["offset"]:f["offset"] + f["length"]]
-                self._file_notes[f["offset"]] = int(np.count_nonzero((seg >= NOTE_ON_OFFSET) & (seg < NOTE_OFF_OFFSET)))
-        return sum(self._file_notes[f["offset"]] for f in self.split(split))
+        count = 0
+        for f in self.split(split):  # file by file: memory stays flat as the corpus grows
+            seg = self.tokens[f["offset"]:f["offset"] + f["length"]]
+            count += int(np.count_nonzero((seg >= NOTE_ON_OFFSET) & (seg < NOTE_OFF_OFFSET)))
+        return count
 
 
 def _hash_bytes(path: Path) -> str:

@@ -41,17 +41,20 @@ def _cpu_fingerprint() -> str:
     return "\n".join(dict.fromkeys(keep))
 
 
+@functools.lru_cache(maxsize=1)
+def _build_name() -> str:
+    """torch version + a hash of it, the source, the flags and the CPU (fixed for a process)."""
+    key = "\n".join((torch.__version__, SOURCE.read_text(), " ".join(CFLAGS), _cpu_fingerprint()))
+    return f"torch{torch.__version__.replace('+', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def build_dir() -> Path:
     """Where this torch + source + CPU's library lives."""
     root = os.environ.get("MIDIGEN_KERNELS_DIR")
     if root is None:
         cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(cache) / "midigen" / "kernels")
-    key = hashlib.sha256()
-    for part in (torch.__version__, SOURCE.read_bytes().decode(), " ".join(CFLAGS), _cpu_fingerprint()):
-        key.update(part.encode() if isinstance(part, str) else part)
-    version = torch.__version__.replace("+", "_")
-    return Path(root) / f"torch{version}-{key.hexdigest()[:12]}"
+    return Path(root) / _build_name()
 
 
 def library_path() -> Path:
@@ -61,11 +64,6 @@ def library_path() -> Path:
 _loaded = False
 
 
-def loaded() -> bool:
-    return _loaded
-
-
-@functools.lru_cache(maxsize=1)
 def load() -> bool:
     """Load the built library into this process; False (and nothing happens) where it is not built."""
     global _loaded
@@ -94,7 +92,6 @@ def build(force: bool = False, verbose: bool = False) -> tuple[Path, float]:
     if force and path.exists() and not _loaded:
         shutil.rmtree(path.parent)
     if path.exists():
-        load.cache_clear()
         if not load():
             raise MidigenError(f"{path} exists but does not load: run `midigen kernels build --force`")
         return path, 0.0
@@ -118,7 +115,6 @@ def build(force: bool = False, verbose: bool = False) -> tuple[Path, float]:
         raise MidigenError(f"building the native sampling kernels failed ({first}); "
                            "`midigen kernels build --verbose` shows the compiler's output") from exc
     _loaded = True
-    load.cache_clear()
     return path, time.perf_counter() - start
 
 

@@ -291,9 +291,7 @@ class StepLSTM:
             else:
                 torch.sigmoid(pre, out=gates)
             self._cell(i)
-        if self.bf16:
-            return torch.add(self.head(self.h[-1]), self.head_b, out=self.logits)
-        return self.logits.copy_(self.head(self.h[-1]))  # (B, V)
+        return self._head()
 
     def _step_native(self, ids: torch.Tensor) -> torch.Tensor:
         cell, L = torch.ops.midigen.lstm_cell_, self.L
@@ -303,6 +301,10 @@ class StepLSTM:
         for i in range(1, L):
             cell(self.upper[i - 1](self.xh[i]), None, None, None, self.bias[i - 1] if self.bf16 else None,
                  self.c[i], self.h[i], self.xh[i], self.xh[i + 1] if i + 1 < L else None)
+        return self._head()
+
+    def _head(self) -> torch.Tensor:
+        """The top layer's h/2 -> logits (B, V) in `self.logits` (bf16: the bias added in fp32)."""
         if self.bf16:
             return torch.add(self.head(self.h[-1]), self.head_b, out=self.logits)
         return self.logits.copy_(self.head(self.h[-1]))
@@ -458,10 +460,15 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     done = np.zeros(B, dtype=bool)
     if opts.max_steps is not None:
         done |= tracker.elapsed >= opts.max_steps
-    if use_native:
-        _loop_native(stepper, logits, ids, tracker, opts, inv_temperature, gen, out, done)
-    else:
-        _loop_python(stepper, logits, ids, tracker, opts, inv_temperature, gen, out, done)
+    make_pick = _native_pick if use_native else _python_pick
+    pick = make_pick(logits, ids, tracker, opts, inv_temperature, out, done)
+    for t in range(0 if done.all() else opts.max_events):
+        if t % UNIFORM_BLOCK == 0:
+            uniforms = torch.rand(UNIFORM_BLOCK, B, generator=gen, dtype=torch.float64)
+        pick(t, uniforms[t % UNIFORM_BLOCK])
+        if done.all() or t == opts.max_events - 1:
+            break  # no step for logits nobody samples from
+        stepper.step(ids)
     result = []
     for b in range(B):
         row = out[b]
@@ -469,19 +476,21 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     return result
 
 
-def _loop_python(stepper: StepLSTM, logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker,
-                 opts: SamplingOptions, inv_temperature: np.float32, gen: torch.Generator, out: np.ndarray,
-                 done: np.ndarray) -> None:
-    """The reference: controls, filters and draw in numpy, one sampled id per file per step, into `out`."""
-    B = out.shape[0]
+# A pick turns step t's logits (masked in place) and one uniform number per file into the
+# sampled ids: written to out[:, t] and to `ids` (the next step's input), with the tracker
+# and `done` updated.
+
+
+def _python_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts: SamplingOptions,
+                 inv_temperature: np.float32, out: np.ndarray, done: np.ndarray):  # noqa: ANN202
+    """The reference: controls, filters and draw in numpy."""
     ids_np = ids.numpy()
     notes = slice(0, TIME_SHIFT_OFFSET)  # the ids `tracker.blocked` covers
     on_sl, off_sl = slice(NOTE_ON_OFFSET, NOTE_OFF_OFFSET), slice(NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET)
-    for t in range(0 if done.all() else opts.max_events):
-        if t % UNIFORM_BLOCK == 0:
-            uniforms = torch.rand(UNIFORM_BLOCK, B, generator=gen, dtype=torch.float64).numpy()
+
+    def pick(t: int, uniform: torch.Tensor) -> None:
         if inv_temperature != 1:
-            logits *= inv_temperature
+            logits[:] *= inv_temperature
         np.copyto(logits[:, notes], NEG_INF, where=tracker.blocked)  # PAD, key, grammar
         if tracker.penalty > 0:
             logits[:, on_sl] -= tracker.penalties()
@@ -494,43 +503,34 @@ def _loop_python(stepper: StepLSTM, logits: np.ndarray, ids: torch.Tensor, track
         weights = _weights(logits)  # (B, V)
         _top_k(weights, opts.top_k)
         _top_p(weights, opts.top_p)
-        tok = _draw(weights, uniforms[t % UNIFORM_BLOCK])
+        tok = _draw(weights, uniform.numpy())
         tok[done] = PAD_ID
         out[:, t] = tok
         tracker.update(tok)
         if opts.max_steps is not None:
-            done |= tracker.elapsed >= opts.max_steps
-        if done.all() or t == opts.max_events - 1:
-            break  # no step for logits nobody samples from
+            done[:] |= tracker.elapsed >= opts.max_steps
         ids_np[:] = tok
-        stepper.step(ids)
+
+    return pick
 
 
-def _loop_native(stepper: StepLSTM, logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker,
-                 opts: SamplingOptions, inv_temperature: np.float32, gen: torch.Generator, out: np.ndarray,
-                 done: np.ndarray) -> None:
-    """`_loop_python` with each step's controls, filters, draw and state update in one `midigen::choose_`.
+def _native_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts: SamplingOptions,
+                 inv_temperature: np.float32, out: np.ndarray, done: np.ndarray):  # noqa: ANN202
+    """The same in one `midigen::choose_` call, in place on the tracker's arrays (shared, not copied).
 
-    The kernel works in place on the tracker's numpy arrays (shared with torch, no copies) and
-    draws from the same uniform numbers.
+    The kernel keeps the ring cursor in a one-element tensor; `tracker.cursor` is its start value.
     """
-    B = out.shape[0]
     choose = torch.ops.midigen.choose_
-    state = [torch.from_numpy(a) for a in (tracker.blocked, tracker.counts, tracker.recent)]
+    blocked, counts, recent, deadline, elapsed, out_of_key, done_t, out_t, logits_t = (
+        torch.from_numpy(a) for a in (tracker.blocked, tracker.counts, tracker.recent, tracker.deadline,
+                                      tracker.elapsed, tracker.out_of_key, done, out, logits))
     cursor = torch.tensor([tracker.cursor], dtype=torch.int64)
-    deadline, elapsed = torch.from_numpy(tracker.deadline), torch.from_numpy(tracker.elapsed)
-    out_of_key, done_t, out_t = (torch.from_numpy(a) for a in (tracker.out_of_key, done, out))
-    logits_t = torch.from_numpy(logits)
     max_note = -1 if tracker.max_note is None else int(tracker.max_note)
     max_steps = -1 if opts.max_steps is None else int(opts.max_steps)
-    penalty, top_k, top_p = float(tracker.penalty), int(opts.top_k), float(opts.top_p)
-    for t in range(0 if done.all() else opts.max_events):
-        if t % UNIFORM_BLOCK == 0:
-            uniforms = torch.rand(UNIFORM_BLOCK, B, generator=gen, dtype=torch.float64).unbind(0)
-        choose(logits_t, float(inv_temperature), state[0], penalty, state[1], state[2], cursor, max_note,
-               deadline, elapsed, out_of_key, top_k, top_p, uniforms[t % UNIFORM_BLOCK], done_t, max_steps,
-               out_t, t, ids)
-        if done.all() or t == opts.max_events - 1:
-            break  # no step for logits nobody samples from
-        stepper.step(ids)
-    tracker.cursor = int(cursor)
+    penalty, top_k, top_p, inv_t = float(tracker.penalty), int(opts.top_k), float(opts.top_p), float(inv_temperature)
+
+    def pick(t: int, uniform: torch.Tensor) -> None:
+        choose(logits_t, inv_t, blocked, penalty, counts, recent, cursor, max_note, deadline, elapsed, out_of_key,
+               top_k, top_p, uniform, done_t, max_steps, out_t, t, ids)
+
+    return pick

@@ -201,9 +201,9 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
              int64_t max_note, const at::Tensor& deadline, const at::Tensor& elapsed, const at::Tensor& out_of_key,
              int64_t top_k, double top_p, const at::Tensor& uniform, const at::Tensor& done, int64_t max_steps,
              const at::Tensor& out, int64_t t, const at::Tensor& ids) {
-  for (auto* pair : {&logits, &blocked, &counts, &recent, &cursor, &deadline, &elapsed, &out_of_key, &uniform,
-                     &done, &out, &ids})
-    check_cpu_contiguous(*pair, "sampler state");
+  for (const at::Tensor* t : {&logits, &blocked, &counts, &recent, &cursor, &deadline, &elapsed, &out_of_key,
+                              &uniform, &done, &out, &ids})
+    check_cpu_contiguous(*t, "sampler state");
   const int64_t B = logits.size(0), V = logits.size(1);
   TORCH_CHECK(logits.scalar_type() == at::kFloat && V > kTimeShift, "logits must be float32 (B, V > 257)");
   TORCH_CHECK(blocked.scalar_type() == at::kBool && blocked.size(0) == B && blocked.size(1) == kTimeShift,
