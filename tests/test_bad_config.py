@@ -87,7 +87,7 @@ def test_settings_declared_to_take_text_accept_it():
     from hydra.core.global_hydra import GlobalHydra
 
     from midigen.errors import MidigenError
-    from midigen.train import check_override_types
+    from midigen.train.config import check_override_types
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -23,8 +23,8 @@ import pytest
 
 from conftest import vlq as _vlq, CORPUS, make_midi, run_midigen
 
-from midigen.data import build_token_cache
-from midigen.events import EventParams, decode_ids, total_steps
+from midigen.data.cache import build_token_cache
+from midigen.data.events import EventParams, decode_ids, total_steps
 
 SEED = EventParams.seed()
 MAX_FILE_TOKENS = 2_000_000  # conf/data/default.yaml

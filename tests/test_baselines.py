@@ -11,9 +11,9 @@ import pytest
 
 from conftest import CORPUS
 
-from midigen.baselines import NGramModel, fit_corpus, heldout_nll, main
-from midigen.data import TokenCorpus, build_token_cache
-from midigen.events import EventParams, decode_ids
+from midigen.train.baselines import NGramModel, fit_corpus, heldout_nll, main
+from midigen.data.cache import TokenCorpus, build_token_cache
+from midigen.data.events import EventParams, decode_ids
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from midigen import bench, native
-from midigen.events import NOTE_ON_OFFSET, EventParams
+from midigen.bench.core import Row, Sizes
+from midigen.bench.runner import GROUPS, format_table, run_bench
+from midigen.bench.tokenize import seed_midi_parser
+from midigen.producer import native
+from midigen.data.events import NOTE_ON_OFFSET, EventParams
 from midigen.model import EventLSTM, ModelConfig
-from midigen.sampling import SamplingOptions, StepLSTM, _draw, _top_p, _weights, sample
+from midigen.producer.sampling import SamplingOptions, StepLSTM, _draw, _top_p, _weights, sample
 
 from conftest import CORPUS, make_midi
 
 SEED = EventParams.seed()
-TINY = bench.Sizes(train_batches=2, hidden=16, layers=1, batch_size=4, seq_len=16, sample_events=12,
+TINY = Sizes(train_batches=2, hidden=16, layers=1, batch_size=4, seq_len=16, sample_events=12,
                    sample_repeats=1, prefix_files=1, tokenize_files=4, tokenize_repeats=1, cold_start_repeats=1,
                    memory_files=2, memory_windows=8, sgemm_n=64, repeats_for_memory=(1, 2))
 PRODUCER = dict(num=4, max_events=60, top_p=0.9, repetition_penalty=0.5, max_note_steps=40,
@@ -154,23 +157,23 @@ def test_draw_samples_softmax():
 
 def test_seed_parser_baseline_tokenizes_like_ours(tmp_path):
     """The mido baseline does the same work as our tokenizer: on 8 ms-exact times, the same ids."""
-    from midigen.tokenizer import OoreTokenizer
+    from midigen.data.tokenizer import OoreTokenizer
 
     # 125 bpm: a beat is 480 ms = 60 steps, so the seed's delta rounding and our absolute one agree.
     notes = [(48, 0, 4), (60, 0, 1), (64, 0, 1), (67, 1, 2.5), (72, 2, 3), (60, 3.5, 4)]
     path = make_midi(tmp_path / "clip.mid", notes, bpm=125)
     ours = OoreTokenizer.from_params(SEED).encode_file(path).tolist()
-    assert bench.seed_midi_parser(path) == ours
+    assert seed_midi_parser(path) == ours
 
 
 def test_rows_report_times_better_ours_is():
-    faster = bench.Row("t", ours=0.5, baseline=2.0, unit="s", goal=">= 3x", goal_ratio=3.0)
-    throughput = bench.Row("x", ours=300.0, baseline=100.0, unit="events/s", goal=">= 0.95x", goal_ratio=0.95,
+    faster = Row("t", ours=0.5, baseline=2.0, unit="s", goal=">= 3x", goal_ratio=3.0)
+    throughput = Row("x", ours=300.0, baseline=100.0, unit="events/s", goal=">= 0.95x", goal_ratio=0.95,
                            higher_is_better=True)
     assert faster.ratio == 4.0 and faster.met
     assert throughput.ratio == 3.0 and throughput.met
-    assert not bench.Row("y", ours=2.0, baseline=1.0, unit="s", goal="", goal_ratio=1.0).met
-    assert bench.Row("z", ours=float("nan"), baseline=3.0, unit="s", goal="", goal_ratio=1.0).to_dict()["ratio"] is None
+    assert not Row("y", ours=2.0, baseline=1.0, unit="s", goal="", goal_ratio=1.0).met
+    assert Row("z", ours=float("nan"), baseline=3.0, unit="s", goal="", goal_ratio=1.0).to_dict()["ratio"] is None
 
 
 def check_report(report: dict, names: set[str]) -> None:
@@ -186,7 +189,7 @@ def check_report(report: dict, names: set[str]) -> None:
 
 
 def test_bench_rows_at_tiny_sizes(tmp_path):
-    report = bench.run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"tokenize", "training", "sampling"},
+    report = run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"tokenize", "training", "sampling"},
                              log=lambda line: None)
     names = {"tokenize_vs_mido", "tokenize_vs_miditok_midilike", "cache_hit", "training_vs_bare_loop",
              "sampling_vs_prefix_loop", "sampling_vs_stateful_loop", "sampling_seconds",
@@ -195,14 +198,29 @@ def test_bench_rows_at_tiny_sizes(tmp_path):
         names.add("sampling_native_vs_python")
     check_report(report, names)
     assert "0 calls to midi_io.read_notes" in {r["name"]: r for r in report["rows"]}["cache_hit"]["notes"]
-    lines = bench.format_table(report).splitlines()
+    lines = format_table(report).splitlines()
     assert all(any(line.startswith(r["name"] + " ") for line in lines) for r in report["rows"])  # a line per row
 
 
 @pytest.mark.slow
 def test_bench_subprocess_rows_at_tiny_sizes(tmp_path):
-    report = bench.run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"generate", "memory"}, log=lambda line: None)
+    report = run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"generate", "memory"}, log=lambda line: None)
     check_report(report, {"generate_cold_start", "producer_import", "memory_training_epoch_1x",
                           "memory_training_epoch_2x", "memory_generate_64"})
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["producer_import"]["met"], rows["producer_import"]["notes"]  # no lightning/hydra/mlflow loaded
+
+
+def test_quick_bench_samples_the_same_workload_as_the_full_one():
+    from midigen.bench.core import FULL, QUICK
+
+    for size in ("sample_events", "sample_repeats", "prefix_files", "hidden", "layers"):
+        assert getattr(QUICK, size) == getattr(FULL, size), size
+
+
+def test_bench_groups_are_a_registry_and_unknown_groups_are_refused(tmp_path):
+    from midigen.errors import MidigenError
+
+    assert list(GROUPS) == ["tokenize", "training", "sampling", "generate", "memory"]
+    with pytest.raises(MidigenError, match="no bench group nope"):
+        run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"nope"}, log=lambda line: None)

@@ -9,7 +9,7 @@ import mido
 import pytest
 
 from midigen.cli import main
-from midigen.corpus import ALL_STYLES, DEFAULT_STYLES, MANIFEST_COLUMNS, build_corpus, export_piece, list_pieces
+from midigen.data.corpus import ALL_STYLES, DEFAULT_STYLES, MANIFEST_COLUMNS, build_corpus, export_piece, list_pieces
 from midigen.errors import MidigenError
 
 
@@ -99,7 +99,7 @@ def test_unknown_style_names_the_known_ones(tmp_path):
 
 
 def test_a_piece_that_fails_is_skipped_and_counted(tmp_path, monkeypatch, capsys):
-    import midigen.corpus as corpus
+    import midigen.data.corpus as corpus
 
     good = list_pieces("fiddle")[0]
     corrupt = tmp_path / "Corrupt.mxl"

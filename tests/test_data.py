@@ -7,17 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from midigen.data import (
-    EventDataModule,
-    WindowSequences,
-    Augmentation,
+from midigen.data.cache import (
     assign_splits,
     build_token_cache,
     list_corpus,
     split_of,
 )
+from midigen.data.datamodule import Augmentation, EventDataModule, WindowSequences
 from midigen.errors import MidigenError
-from midigen.events import PAD_ID, EventParams
+from midigen.data.events import PAD_ID, EventParams
 
 from conftest import make_midi
 
@@ -25,7 +23,7 @@ SEED = EventParams.seed()
 
 
 def test_cache_reused_and_rebuilt_only_for_changed_files(corpus_copy, tmp_path, monkeypatch):
-    import midigen.data as data
+    import midigen.data.cache as data
 
     calls = []
     real = data.read_notes
@@ -190,7 +188,7 @@ def test_note_counts_are_the_music_not_the_vocabulary(tmp_path):
 def test_nll_per_note_rescales_the_per_event_figure():
     from types import SimpleNamespace
 
-    from midigen.train import per_note
+    from midigen.train.run import per_note
 
     corpus = SimpleNamespace(summary=lambda: {"val_files": 2, "val_tokens": 302, "val_notes": 100,
                                               "test_files": 1, "test_tokens": 101, "test_notes": 0})

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from conftest import vlq as _vlq, CORPUS
 
 from midigen.errors import MidiReadError
-from midigen.events import PAD_ID, EventParams, count_tokens, encode_notes
-from midigen.midi_io import TICKS_PER_BEAT, ids_to_ticks, read_notes, write_midi
+from midigen.data.events import PAD_ID, EventParams, count_tokens, encode_notes
+from midigen.data.midi_io import TICKS_PER_BEAT, ids_to_ticks, read_notes, write_midi
 
 PARAMS = {"seed": EventParams.seed(), "beat": EventParams.beat()}
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

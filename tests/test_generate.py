@@ -73,8 +73,8 @@ def test_key_restriction_and_distinct_start_notes(smoke_run, tmp_path):
         assert {p % 12 for p, _, _ in notes} <= SCALE_F_SHARP_MINOR
     # A file cannot say which of the notes at tick 0 was sampled first, so the start notes
     # are read from the ids: each file's first event is its start NOTE_ON.
-    from midigen.bundle import load_bundle
-    from midigen.generate import GenerateRequest, generate_batch
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import GenerateRequest, generate_batch
 
     results = generate_batch(load_bundle(smoke_run["bundle"]), GenerateRequest(num=8, bars=2, key="F# minor", seed=1))
     starts = [int(r["ids"][0]) - 1 for r in results]  # NOTE_ON ids are pitch + 1
@@ -186,9 +186,9 @@ def test_producer_path_imports_no_training_machinery(smoke_run, tmp_path):
 
 def test_anti_stuck_control_lowers_repetition(smoke_run):
     """The repetition penalty (on by default) leaves fewer repeated pitches than none at all."""
-    from midigen.bundle import load_bundle
-    from midigen.generate import GenerateRequest, generate_batch
-    from midigen.metrics import note_metrics
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import GenerateRequest, generate_batch
+    from midigen.evaluation.metrics import note_metrics
 
     bundle = load_bundle(smoke_run["bundle"])
     stuck = {}
@@ -201,7 +201,7 @@ def test_anti_stuck_control_lowers_repetition(smoke_run):
 def test_trained_model_reports_copy_ratio_under_its_calibrated_bound(smoke_run, tmp_path):
     import json
 
-    from midigen.originality import OriginalityIndex
+    from midigen.evaluation.originality import OriginalityIndex
 
     index = OriginalityIndex.load(smoke_run["bundle"] / "originality.npz")
     assert index.reference is not None and index.reference["files"] >= 1  # held-out files measured
@@ -220,7 +220,7 @@ def test_max_copy_guard_resamples_a_planted_copy(smoke_run, tmp_path):
     import json
     import shutil
 
-    from midigen.originality import OriginalityIndex
+    from midigen.evaluation.originality import OriginalityIndex
 
     first = gen(smoke_run, tmp_path / "free", "--num", "2", "--bars", "8", "--seed", "9", "--max-copy", "off")
     assert first.returncode == 0, first.stderr

@@ -13,11 +13,11 @@ import pytest
 from conftest import make_midi
 
 from midigen.cli import main
-from midigen.metrics import (
+from midigen.evaluation.metrics import (
     METRIC_KEYS, OVERLAP_FEATURES, compare_folders, distribution_overlap, file_metrics, folder_metrics, note_metrics,
     stuck_ratio,
 )
-from midigen.pianoroll import pianoroll_from_notes, save_pianoroll
+from midigen.evaluation.pianoroll import pianoroll_from_notes, save_pianoroll
 
 TPB = 960
 C_MAJOR_UP_DOWN = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60]
@@ -173,7 +173,7 @@ def test_ends_on_bar_uses_the_files_end(tmp_path, last_off_beat, end_of_track_be
 
 
 def test_files_midigen_writes_never_hang_and_end_on_the_bar(tmp_path):
-    from midigen.midi_io import write_midi
+    from midigen.data.midi_io import write_midi
 
     # a zero-length note and a note still sounding at the clip's end (2 bars)
     path = write_midi(tmp_path / "idea.mid", [0, TPB, 2 * TPB, 7 * TPB], [TPB, TPB, 3 * TPB, 9 * TPB],
@@ -307,7 +307,7 @@ def test_evaluate_bad_folder_is_one_line_error(tmp_path, capsys, make_folder):
 
 
 def test_metrics_and_pianoroll_stay_off_the_training_stack():
-    code = ("import sys, midigen.metrics, midigen.pianoroll;"
+    code = ("import sys, midigen.evaluation.metrics, midigen.evaluation.pianoroll;"
             "print([m for m in ('torch', 'lightning', 'pytorch_lightning', 'hydra', 'mlflow') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

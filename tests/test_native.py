@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from midigen import native
+from midigen.producer import native
 
 if native.compiler() is None:
     pytest.skip("no C++ compiler: the native sampling kernels cannot be built here", allow_module_level=True)
 native.build()  # a no-op where built; a failure to build fails this module (it is not a reason to skip)
 
 from midigen.cli import main as cli_main  # noqa: E402
-from midigen.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET,  # noqa: E402
+from midigen.data.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET,  # noqa: E402
                             EventParams)
 from midigen.model import EventLSTM, ModelConfig  # noqa: E402
-from midigen.sampling import (NEG_INF, SamplingOptions, StepLSTM, _draw, _StepWeights, _top_k, _top_p,  # noqa: E402
+from midigen.producer.sampling import (NEG_INF, SamplingOptions, StepLSTM, _draw, _StepWeights, _top_k, _top_p,  # noqa: E402
                               _Tracker, _weights, forget_prepared, sample)
 
 from conftest import run_midigen  # noqa: E402

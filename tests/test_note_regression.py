@@ -8,10 +8,10 @@ import torch
 
 from conftest import CORPUS, REPO, make_midi, run_midigen
 
-from midigen.data import build_token_cache
-from midigen.events import EventParams
-from midigen.midi_io import read_notes
-from midigen.note_regression import (
+from midigen.data.cache import build_token_cache
+from midigen.data.events import EventParams
+from midigen.data.midi_io import read_notes
+from midigen.train.note_regression import (
     NoteLSTM,
     NoteModelConfig,
     NoteRegressionModule,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from midigen.errors import MidigenError, MidiReadError
-from midigen.originality import (
+from midigen.evaluation.originality import (
     OriginalityIndex,
     copy_report,
     melody_intervals,

@@ -16,7 +16,7 @@ PRETRAINED = REPO / "models" / "pretrained"
 def test_pretrained_bundle_is_small_complete_and_documented():
     from safetensors.torch import load_file
 
-    from midigen.originality import OriginalityIndex
+    from midigen.evaluation.originality import OriginalityIndex
 
     names = {p.name for p in PRETRAINED.iterdir()}
     assert {"model.safetensors", "tokenizer.json", "config.json", "originality.npz", "MODEL_CARD.md"} <= names
@@ -31,7 +31,8 @@ def test_pretrained_bundle_is_small_complete_and_documented():
 
 
 def test_generate_uses_the_pretrained_model_when_there_is_no_registry(tmp_path, monkeypatch):
-    from midigen import generate, tracking
+    from midigen.producer import generate
+    from midigen import tracking
 
     root = tmp_path / "clone"
     shutil.copytree(PRETRAINED, root / "models" / "pretrained")
@@ -58,8 +59,8 @@ def test_half_precision_bundle_predicts_like_the_full_one(smoke_run, tmp_path):
     import torch
     import torch.nn.functional as F
 
-    from midigen.bundle import TOKENIZER, load_bundle, save_bundle
-    from midigen.generate import GenerateRequest, generate_batch
+    from midigen.producer.bundle import TOKENIZER, load_bundle, save_bundle
+    from midigen.producer.generate import GenerateRequest, generate_batch
 
     full = load_bundle(smoke_run["bundle"])
     half_dir = save_bundle(tmp_path / "half", full.model, smoke_run["bundle"] / TOKENIZER,
@@ -82,6 +83,6 @@ def test_half_precision_bundle_predicts_like_the_full_one(smoke_run, tmp_path):
 
 @pytest.mark.parametrize("style", ["chorale", "fiddle"])
 def test_pretrained_model_knows_both_default_styles(style, tmp_path):
-    from midigen.bundle import load_bundle
+    from midigen.producer.bundle import load_bundle
 
     assert style in load_bundle(PRETRAINED).styles

@@ -30,7 +30,7 @@ SAME = {"tokenizer": "seed-abc", "val_files": 155, "val_tokens": 102848}
 
 
 def _promote(client, score, promote="if_better"):
-    from midigen.tracking import should_promote
+    from midigen.train.registration import should_promote
 
     ok, why = should_promote(client, "m", "champion", score, promote)
     if ok:
@@ -59,3 +59,21 @@ def test_always_and_bad_policy(registry):
     assert _promote(registry, {**SAME, "val_nll": 9.0}, promote="always")[0]
     with pytest.raises(ValueError, match="registry.promote"):
         _promote(registry, {**SAME, "val_nll": 1.0}, promote="sometimes")
+
+
+def test_the_registry_pages_carry_the_model_card(registry):
+    from midigen.train.registration import describe
+
+    first = _version(registry, {**SAME, "val_nll": 1.0})
+    card = "# midigen model (default)\n\n- Styles: chorale, fiddle\n"
+    describe(registry, "m", first, card, ["chorale", "fiddle"], "@champion")
+    version = registry.get_model_version("m", first)
+    assert version.description.startswith(card)
+    assert f"midigen generate --model models:/m/{first} --style chorale" in version.description
+    model = registry.get_registered_model("m")
+    assert "models:/m@champion" in model.description and card in model.description
+    # a version that did not take the alias describes itself only; the model page still shows the champion
+    second = _version(registry, {**SAME, "val_nll": 2.0})
+    describe(registry, "m", second, card.replace("default", "other"), ["chorale"], None)
+    assert "other" in registry.get_model_version("m", second).description
+    assert f"now version {first}" in registry.get_registered_model("m").description

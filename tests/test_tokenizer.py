@@ -10,7 +10,7 @@ import pytest
 from symusic import Score
 
 from midigen.errors import MidiReadError
-from midigen.events import (
+from midigen.data.events import (
     EventParams,
     decode_ids,
     encode_notes,
@@ -21,8 +21,8 @@ from midigen.events import (
     total_steps,
     transpose,
 )
-from midigen.midi_io import read_notes
-from midigen.tokenizer import OoreTokenizer
+from midigen.data.midi_io import read_notes
+from midigen.data.tokenizer import OoreTokenizer
 
 from conftest import CORPUS, make_midi
 

@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CORPUS, REPO, run_midigen
 
-import midigen.train  # noqa: F401  (registers the midigen_root resolver)
+import midigen.train.app  # noqa: F401  (registers the midigen_root resolver)
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 
@@ -86,6 +86,7 @@ def test_smoke_run_is_tracked_registered_and_sampled(smoke_run):
     files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "samples/epoch_002")}
     assert any(f.endswith(".mid") for f in files) and any(f.endswith(".png") for f in files)
     assert "metrics.json" in files
+    assert "index.html" in files and any(f.endswith(".wav") for f in files)  # to listen in the MLflow UI
     # registered with the alias asked for
     version = client.get_model_version_by_alias("midigen", "champion")
     assert version.run_id == run.info.run_id or version.tags.get("run_id") == run.info.run_id

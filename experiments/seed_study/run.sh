@@ -57,7 +57,7 @@ long() {
   $MIDIGEN train experiment=seed run_name=seed_approach2_150 $STUDY +trainer.check_val_every_n_epoch=5 \
     ${LONG_MAX_TIME:+trainer.max_time=$LONG_MAX_TIME}
   $PY experiments/seed_study/study.py evaluate seed_approach2_150
-  $PY experiments/seed_study/study.py report
+  $PY experiments/seed_study/report.py
 }
 
 evaluate() {
@@ -69,7 +69,7 @@ evaluate() {
 }
 
 report() {
-  $PY experiments/seed_study/study.py report
+  $PY experiments/seed_study/report.py
 }
 
 case "$PHASE" in

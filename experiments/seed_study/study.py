@@ -3,7 +3,7 @@
     python experiments/seed_study/study.py reference         # held-out real files -> run "heldout_real"
     python experiments/seed_study/study.py evaluate RUN      # 64 files from RUN's model -> its gen/* metrics
     python experiments/seed_study/study.py blend RUN         # style-blend weights -> RUN's blend/* metrics
-    python experiments/seed_study/study.py report            # REPORT.md from the runs
+    python experiments/seed_study/report.py                  # REPORT.md from the runs
     python experiments/seed_study/study.py pretrained RUN    # ship RUN's model as models/pretrained/
 
 RUN is an MLflow run name in `seed_study` (its newest FINISHED run). Every figure of
@@ -92,8 +92,8 @@ def corpus(params=None):  # noqa: ANN001, ANN201
     training run's split (data/default.yaml); the split is by file, the same under every tokenizer."""
     from omegaconf import OmegaConf
 
-    from midigen.data import build_token_cache
-    from midigen.events import EventParams
+    from midigen.data.cache import build_token_cache
+    from midigen.data.events import EventParams
 
     data = OmegaConf.load(ROOT / "conf" / "data" / "default.yaml")
     return build_token_cache(ROOT / "data" / "corpus", params or EventParams.seed(), ROOT / "data" / "cache",
@@ -107,7 +107,7 @@ def test_files(style: str | None = None) -> list[Path]:
 
 def originality_index():  # noqa: ANN201
     """The training split's index (as every trained model carries it), built once and cached."""
-    from midigen.originality import OriginalityIndex
+    from midigen.evaluation.originality import OriginalityIndex
 
     path = OUT / "originality.npz"
     if path.exists():
@@ -124,7 +124,7 @@ _REFERENCE: dict = {}
 
 
 def reference_metrics(style: str | None = None) -> list[dict]:
-    from midigen.metrics import file_metrics
+    from midigen.evaluation.metrics import file_metrics
 
     if style not in _REFERENCE:
         _REFERENCE[style] = [file_metrics(p) for p in test_files(style)]
@@ -136,8 +136,8 @@ def reference_metrics(style: str | None = None) -> list[dict]:
 
 def measure(files: list[Path], index) -> tuple[dict, list[dict]]:  # noqa: ANN001
     """gen/* metrics of some MIDI files: means, overlap with held-out real files, copying."""
-    from midigen.metrics import file_metrics, mean_metrics, overlaps
-    from midigen.originality import read_onsets
+    from midigen.evaluation.metrics import file_metrics, mean_metrics, overlaps
+    from midigen.evaluation.originality import read_onsets
 
     rows = [file_metrics(p) for p in files]
     mean = mean_metrics(rows)
@@ -164,7 +164,7 @@ def typical(files: list[Path], rows: list[dict], k: int = 2) -> list[Path]:
 
 
 def log_rolls(c, run, label: str, files: list[Path]) -> None:  # noqa: ANN001
-    from midigen.pianoroll import save_pianoroll
+    from midigen.evaluation.pianoroll import save_pianoroll
 
     FIGURES.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(files):
@@ -177,8 +177,8 @@ def log_rolls(c, run, label: str, files: list[Path]) -> None:  # noqa: ANN001
 
 
 def generate_event_model(bundle_dir: Path, out: Path, style: dict | None = None, bpm: float = 120.0) -> list[Path]:
-    from midigen.bundle import load_bundle
-    from midigen.generate import GenerateRequest, generate_batch
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import GenerateRequest, generate_batch
 
     bundle = load_bundle(bundle_dir)
     req = GenerateRequest(num=NUM_FILES, bars=BARS, bpm=bpm, seed=SEED, style=style, max_copy=None, name="study")
@@ -197,8 +197,8 @@ def files_of(c, run) -> list[Path]:  # noqa: ANN001
     out = OUT / name
     task = run.data.tags.get("task", "")
     if task == "baseline":
-        from midigen.baselines import fit_corpus, write_samples
-        from midigen.events import EventParams
+        from midigen.train.baselines import fit_corpus, write_samples
+        from midigen.data.events import EventParams
 
         tokens = corpus(EventParams.beat() if run.data.tags.get("tokenizer") == "beat" else EventParams.seed())
         model = fit_corpus(tokens, int(run.data.params["order"]))
@@ -245,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     bundle = run_dir(run) / "bundle" if run.data.tags.get("task") != "baseline" else None
     if bundle is not None and bundle.exists():
         # A producer's tempo is rarely the corpus's 120 bpm: does the rhythm stay on the DAW's grid?
-        from midigen.metrics import file_metrics, mean_metrics
+        from midigen.evaluation.metrics import file_metrics, mean_metrics
 
         at = generate_event_model(bundle, OUT / f"{args.run}_bpm{OFF_TEMPO}", bpm=OFF_TEMPO)
         metrics[f"gen_bpm{OFF_TEMPO}/on_grid"] = mean_metrics([file_metrics(p) for p in at])["on_grid"]
@@ -257,7 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_blend(args: argparse.Namespace) -> None:
     """Blend two styles at fiddle weights 0..1: how close the samples lie to each style's real files."""
-    from midigen.metrics import file_metrics
+    from midigen.evaluation.metrics import file_metrics
 
     c = client()
     run = find_run(c, args.run)
@@ -277,7 +277,7 @@ def cmd_blend(args: argparse.Namespace) -> None:
 
 def style_distances(rows: list[dict], tag: str) -> dict:
     """{tag/overlap_<style>: mean feature overlap with that style's held-out files, tag/<feature>: mean}."""
-    from midigen.metrics import mean_metrics, overlaps
+    from midigen.evaluation.metrics import mean_metrics, overlaps
 
     out = {}
     for style in ("chorale", "fiddle"):
@@ -290,7 +290,7 @@ def style_distances(rows: list[dict], tag: str) -> dict:
 
 def cmd_pretrained(args: argparse.Namespace) -> None:
     """Ship a run's model as models/pretrained/: fp16 weights, tokenizer, config, index, model card."""
-    from midigen.bundle import CARD, INDEX, TOKENIZER, find_bundle_dir, load_bundle, save_bundle
+    from midigen.producer.bundle import CARD, INDEX, TOKENIZER, find_bundle_dir, load_bundle, save_bundle
 
     c = client()
     run = find_run(c, args.run)
@@ -303,9 +303,9 @@ def cmd_pretrained(args: argparse.Namespace) -> None:
     same = fp16_equality(src, dest)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     m = run.data.metrics
-    from midigen.train import _model_card  # the training run's card, rendered from the bundle's config
+    from midigen.train.registration import model_card  # the training run's card, rendered from the bundle's config
 
-    card = _model_card(bundle.meta, {"tokenizer": bundle.params.to_dict(), "model": bundle.meta["model"]})
+    card = model_card(bundle.meta, {"tokenizer": bundle.params.to_dict(), "model": bundle.meta["model"]})
     card += (f"\n## Shipped as the pretrained default\n\nFrom the seed study's run `{args.run}` (MLflow run "
              f"`{run.info.run_id}`, commit `{run.data.tags.get('commit', commit)}`), exported with "
              f"`python experiments/seed_study/study.py pretrained {args.run}`.\n\n"
@@ -337,8 +337,8 @@ def fp16_equality(full: Path, half: Path, num: int = NUM_FILES) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from midigen.bundle import load_bundle
-    from midigen.generate import GenerateRequest, _summarise, generate_batch
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import GenerateRequest, _summarise, generate_batch
 
     a, b = load_bundle(full), load_bundle(half)
     c = corpus(a.params)
@@ -373,7 +373,6 @@ def main(argv: list[str] | None = None) -> int:
         q = sub.add_parser(name)
         q.add_argument("run", help="MLflow run name in experiment seed_study")
         q.set_defaults(func=func)
-    sub.add_parser("report").set_defaults(func=lambda a: __import__("report").main())
     args = p.parse_args(argv)
     sys.path.insert(0, str(HERE))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """`midigen` command line. Each subcommand imports only what it needs.
 
 The producer's commands (`generate`, `tokenize`, `evaluate`) never import Lightning or
-Hydra; `train` hands its arguments to the Hydra app in `midigen.train`.
+Hydra; `train` hands its arguments to the Hydra app in `midigen.train.app`.
 """
 
 from __future__ import annotations
@@ -11,20 +11,27 @@ import json
 import sys
 from pathlib import Path
 
-from midigen.errors import MidigenError
+from midigen.errors import exit_status
 
 
 def _cmd_data_build(args: argparse.Namespace) -> int:
-    from midigen.corpus import DEFAULT_STYLES, build_corpus
+    from midigen.data.corpus import DEFAULT_STYLES, build_corpus
 
     styles = args.styles.split(",") if args.styles else list(DEFAULT_STYLES)
     build_corpus(styles=styles, out=Path(args.out), limit=args.limit, jobs=args.jobs)
     return 0
 
 
+def _cmd_data_styles(args: argparse.Namespace) -> int:
+    from midigen.data.corpus import print_styles
+
+    print_styles(Path(args.root))
+    return 0
+
+
 def _cmd_tokenize(args: argparse.Namespace) -> int:
-    from midigen.tokenizer import OoreTokenizer
-    from midigen.events import EventParams
+    from midigen.data.tokenizer import OoreTokenizer
+    from midigen.data.events import EventParams
 
     params = EventParams.seed() if args.tokenizer == "seed" else EventParams.beat()
     tok = OoreTokenizer.from_params(params)
@@ -45,25 +52,25 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    from midigen.train import run_cli
+    from midigen.train.app import run_cli
 
     return run_cli(rest)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from midigen.metrics import evaluate_command
+    from midigen.evaluation.metrics import evaluate_command
 
     return evaluate_command(args)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from midigen.generate import generate_command
+    from midigen.producer.generate import generate_command
 
     return generate_command(args)
 
 
 def _cmd_models_pull(args: argparse.Namespace) -> int:
-    from midigen.bundle import pull_model
+    from midigen.producer.bundle import pull_model
 
     path = pull_model(args.uri, Path(args.out))
     print(path)
@@ -71,13 +78,13 @@ def _cmd_models_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from midigen.bench import bench_command
+    from midigen.bench.runner import bench_command
 
     return bench_command(args)
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
-    from midigen import native
+    from midigen.producer import native
 
     if args.kernels_command == "status":
         built = native.load()
@@ -96,11 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="build training corpora")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     build = data_sub.add_parser("build", help="export a corpus shipped inside music21 as MIDI, one folder per style")
-    build.add_argument("--styles", default=None, help="comma-separated: chorale,fiddle,folk,renaissance (default: chorale,fiddle)")
+    build.add_argument("--styles", default=None,
+                       help="comma-separated style names, or all (`midigen data styles` lists them; default: chorale,fiddle)")
     build.add_argument("--out", default="data/corpus", help="corpus root (default: data/corpus)")
-    build.add_argument("--limit", type=int, default=None, help="at most N pieces per style")
+    build.add_argument("--limit", type=int, default=None, help="at most N pieces per style (the first N of each)")
     build.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     build.set_defaults(func=_cmd_data_build)
+    styles = data_sub.add_parser("styles", help="list the styles: description, pieces in music21, files built")
+    styles.add_argument("--root", default="data/corpus", help="corpus root to count built files in (default: data/corpus)")
+    styles.set_defaults(func=_cmd_data_styles)
 
     tok = sub.add_parser("tokenize", help="print a MIDI file as events and ids (seed Figure 9)")
     tok.add_argument("file")
@@ -122,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
-    from midigen.generate import add_generate_arguments
+    from midigen.producer.generate import add_generate_arguments
 
     gen = sub.add_parser("generate", help="write MIDI ideas from a trained model")
     add_generate_arguments(gen)
@@ -138,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the baselines")
     bench.add_argument("--quick", action="store_true", help="smaller sizes; the whole run in about 3 minutes")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--only", metavar="GROUPS", help="comma-separated row groups: tokenize,training,sampling,generate,memory")
     bench.set_defaults(func=_cmd_bench)
 
     kern = sub.add_parser("kernels", help="the native sampling kernels: build them for this machine, or check")
@@ -153,23 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if argv and argv[0] == "baselines":  # its own argparse (python -m midigen.baselines)
-        from midigen.baselines import main as baselines_main
+    if argv and argv[0] == "baselines":  # its own argparse (python -m midigen.train.baselines)
+        from midigen.train.baselines import main as baselines_main
 
         return baselines_main(argv[1:])
     if argv and argv[0] == "train":  # Hydra parses its own arguments
-        try:
-            return _cmd_train(argparse.Namespace(), argv[1:])
-        except MidigenError as exc:
-            print(f"midigen: error: {exc}", file=sys.stderr)
-            return 2
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except MidigenError as exc:
-        print(f"midigen: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_status(_cmd_train, argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    return exit_status(args.func, args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 All forward-pass code of the model lives here (plain torch, no Lightning), so training,
 the producer's sampler and the MLflow pyfunc share one definition.
-Not for: training (`midigen.training`) or the sampling loop (`midigen.sampling`).
+Not for: training (`midigen.train.module`) or the sampling loop (`midigen.producer.sampling`).
 """
 
 from __future__ import annotations

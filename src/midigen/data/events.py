@@ -1,7 +1,7 @@
 """The Oore-style event vocabulary as plain numpy: notes <-> token ids.
 
 This module is the codec both paths share. The training path reaches it through
-`midigen.tokenizer.OoreTokenizer` (a miditok tokenizer); the producer path uses it
+`midigen.data.tokenizer.OoreTokenizer` (a miditok tokenizer); the producer path uses it
 directly, so generating MIDI imports neither miditok nor any training machinery.
 
 Vocabulary (index order is the seed's Figure 8, pad first):
@@ -13,7 +13,7 @@ Vocabulary (index order is the seed's Figure 8, pad first):
 
 A *step* is 8 ms in `seed` mode (max_shift 125 = 1 s, vocab 382) and 1/grid beat in
 `beat` mode (default grid 12 = 16ths and triplets, max_shift 48 = one 4/4 bar).
-Not for: reading MIDI files (see `midigen.midi_io`) or sampling (`midigen.sampling`).
+Not for: reading MIDI files (see `midigen.data.midi_io`) or sampling (`midigen.producer.sampling`).
 """
 
 from __future__ import annotations

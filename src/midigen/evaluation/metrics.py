@@ -171,7 +171,7 @@ def melody(on_ticks, pitches, ticks_per_beat: float) -> np.ndarray:
     """The melody line's pitches in time order: the highest pitch at each distinct onset.
 
     Onsets closer than 1/16 beat to the previous one join its onset (a rolled chord is one
-    onset); the same skyline `midigen.originality` matches passages on.
+    onset); the same skyline `midigen.evaluation.originality` matches passages on.
     """
     on = np.asarray(on_ticks, dtype=np.int64).ravel()
     pitch = np.asarray(pitches, dtype=np.int64).ravel()
@@ -477,7 +477,7 @@ def evaluate_command(args) -> int:
         result["reference"] = {"mean": reference["mean"], "skipped": reference["skipped"]}
         result["overlap"] = overlaps(result["files"].values(), reference["files"].values())
     if args.against:
-        from midigen.originality import copy_report
+        from midigen.evaluation.originality import copy_report
 
         readable = [file for file in midi_files(args.dir) if _name_in(file, args.dir) in result["files"]]
         result["originality"] = copy_report(readable, args.against)

@@ -87,7 +87,7 @@ def save_pianoroll(midi_path: str | Path, png_path: str | Path, title: str | Non
     The picture runs to the file's end-of-track. `title` defaults to the file name.
     MidiReadError for a file that cannot be read. Returns the PNG's path.
     """
-    from midigen.metrics import raw_file_facts, read_file_notes
+    from midigen.evaluation.metrics import raw_file_facts, read_file_notes
 
     on, off, pitch, tpb = read_file_notes(midi_path)
     end_tick = raw_file_facts(midi_path)["end_tick"]

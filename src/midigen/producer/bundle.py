@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from midigen.errors import MidigenError
-from midigen.events import EventParams, load_params
+from midigen.data.events import EventParams, load_params
 from midigen.model import EventLSTM, ModelConfig
 
 WEIGHTS, TOKENIZER, CONFIG, INDEX, CARD = (

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from midigen.events import PAD_ID, EventParams
+from midigen.data.events import PAD_ID, EventParams
 from midigen.model import EventLSTM, ModelConfig
 
 

@@ -16,14 +16,14 @@ from mlflow.pyfunc import PythonModel
 
 class MidigenPyfunc(PythonModel):
     def load_context(self, context) -> None:  # noqa: ANN001
-        from midigen.bundle import load_bundle
+        from midigen.producer.bundle import load_bundle
 
         self.bundle = load_bundle(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001
         import pandas as pd
 
-        from midigen.generate import GenerateRequest, generate_batch
+        from midigen.producer.generate import GenerateRequest, generate_batch
 
         if isinstance(model_input, pd.DataFrame):
             request = model_input.iloc[0].dropna().to_dict() if len(model_input) else {}

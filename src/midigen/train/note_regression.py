@@ -23,7 +23,7 @@ puts a ReLU between them (never after the last). MSE loss, Adam, batch 64.
 Generation (the seed's loop): a 20-note primer window; predict a note, append it, drop the
 oldest, 50 times. The network is fed its raw predictions, as in the seed; the notes returned
 are made playable (pitch rounded into 0..127, step >= 0, duration >= `min_duration`).
-Not for: the event-token model (`midigen.model`, `midigen.training`).
+Not for: the event-token model (`midigen.model`, `midigen.train.module`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from midigen.errors import MidigenError, MidiReadError
-from midigen.events import EventParams, count_tokens, resolve_overlaps
-from midigen.midi_io import TICKS_PER_BEAT, read_notes, write_midi
+from midigen.data.events import EventParams, count_tokens, resolve_overlaps
+from midigen.data.midi_io import TICKS_PER_BEAT, read_notes, write_midi
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def load_note_corpus(root: str | Path, val_fraction: float = 0.1, test_fraction:
     the same files and puts each in the same split. `styles` and `max_files` then filter,
     as `EventDataModule` does.
     """
-    from midigen.data import assign_splits, list_corpus
+    from midigen.data.cache import assign_splits, list_corpus
 
     params = EventParams.seed()
     per_file, skipped = [], []
@@ -362,11 +362,11 @@ def train_note_regression(cfg) -> dict:  # noqa: ANN001 (a Hydra DictConfig)
     from omegaconf import OmegaConf
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from midigen.callbacks import StopReason
+    from midigen.train.callbacks import StopReason
     from pytorch_lightning.loggers import MLFlowLogger
 
     from midigen import tracking
-    from midigen.train import check_override_types, flatten, git_commit
+    from midigen.train.config import check_override_types, flatten, git_commit
 
     started = time.time()
     hydra_cfg = HydraConfig.get()

@@ -23,7 +23,7 @@ call per step.
 
 That Python path is the reference. Its per-step overhead (some thirty torch ops and a
 dozen numpy calls of a few microseconds each) was as large as the matmuls, so where the
-native kernels are built (`midigen.native`) a step is instead the four matmuls, one fused
+native kernels are built (`midigen.producer.native`) a step is instead the four matmuls, one fused
 `midigen::lstm_cell_` call per layer and one `midigen::choose_` call for the controls, the
 filters, the draw and the state update: 0.08 s instead of 0.13 s for 8 x 220 events
 (`midigen bench`, row sampling_native_vs_python). Preparing the step weights (reordered,
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midigen.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET, EventParams
-from midigen import native as kernels
+from midigen.data.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET, EventParams
+from midigen.producer import native as kernels
 from midigen.model import EventLSTM
 
 NEG_INF = float("-inf")
@@ -51,7 +51,7 @@ UNIFORM_BLOCK = 64  # steps of random numbers drawn at once; fixed, so a seed al
 
 @dataclass
 class SamplingOptions:
-    """What to sample. Times are in event steps (see `midigen.events`).
+    """What to sample. Times are in event steps (see `midigen.data.events`).
 
     max_events: events generated per file after the primer/start note (a cap).
     max_steps: stop a file once its clip reaches this length in steps (None: no limit).
@@ -69,8 +69,12 @@ class SamplingOptions:
         fp32. Either way sampling is deterministic: the same seed gives the same ids on a
         given machine (bf16 and fp32 runs give different ids; the parity tests compare
         StepLSTM with nn.LSTM in fp32).
+    context: token ids that warm the model's state before the clip (a clip to follow on from,
+        e.g. the end of a producer's file) without being written to it; its notes must all
+        be closed at its end (an encoded file's are). Exclusive with `primer`.
+    towards: a second conditioning the clip is drawn towards (see `Towards`).
     kernels: "native" runs each LSTM layer's cell and each step's controls and draw as one
-        compiled call (`midigen kernels build`, see `midigen.native`); "python" is the
+        compiled call (`midigen kernels build`, see `midigen.producer.native`); "python" is the
         reference path in torch + numpy; "auto", the default, is native where built. Both
         apply the same controls to the same logits; their ids agree except where float
         rounding (a different exp, a different summation order) flips a draw.
@@ -92,6 +96,23 @@ class SamplingOptions:
     seed: int = 0
     precision: str = "auto"
     kernels: str = "auto"
+    context: np.ndarray | None = None
+    towards: Towards | None = None
+
+
+@dataclass
+class Towards:
+    """A second conditioning that a clip is drawn towards (`midigen interpolate`).
+
+    A second copy of the model's state runs beside the first, warmed by its own `context`
+    with its own `style`, and both read every sampled event. Each step samples from the
+    geometric mix of the two next-event distributions, p_A^(1-weight) * p_B^weight (mixing
+    the logits), so weight 0 is the first conditioning alone and 1 the second alone.
+    """
+
+    context: np.ndarray | None = None
+    style: torch.Tensor | None = None
+    weight: float = 0.5
 
 
 @functools.lru_cache(maxsize=1)
@@ -438,23 +459,37 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     model.eval()
     B, V = opts.num, params.vocab_size
     gen = torch.Generator().manual_seed(int(opts.seed))
-    if opts.primer is not None and len(opts.primer):
+    has_context = opts.context is not None and len(opts.context) > 0
+    if has_context and opts.primer is not None and len(opts.primer):
+        raise ValueError("a context and a primer exclude each other")
+    if has_context:
+        prefix = np.broadcast_to(np.asarray(opts.context, dtype=np.int64), (B, len(opts.context)))
+    elif opts.primer is not None and len(opts.primer):
         prefix = np.broadcast_to(np.asarray(opts.primer, dtype=np.int64), (B, len(opts.primer)))
     else:
         starts = opts.start_pitches or torch.randint(36, 100, (B,), generator=gen).tolist()
         prefix = np.asarray([[NOTE_ON_OFFSET + int(p)] for p in starts], dtype=np.int64)
     use_native = kernels.resolve(opts.kernels)
-    stepper = StepLSTM(model, opts.style, B, resolve_precision(opts.precision), native=use_native)
+    precision = resolve_precision(opts.precision)
+    stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native)
     tracker = _Tracker(B, params, opts)
-    if prefix.shape[1] > 1:
-        # Every file shares the primer: all but its last event go through nn.LSTM once, as a sequence.
-        style = opts.style.expand(1, -1) if opts.style is not None else None
-        _, (h, c) = model.lstm(model.embed(torch.as_tensor(prefix[:1, :-1].copy()), style))
-        stepper.set_state(h, c)
-    for t in range(prefix.shape[1]):
-        tracker.update(prefix[:, t])
+    if not has_context:  # a context's notes are all closed: the clip starts with nothing sounding
+        for t in range(prefix.shape[1]):
+            tracker.update(prefix[:, t])
     ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); each sampled id is written back into it
     logits = stepper.step(ids).numpy()  # (B, V), a view of the stepper's buffer: masked in place
+    partner = None
+    if opts.towards is not None:
+        towards = opts.towards
+        own = prefix[0] if towards.context is None or not len(towards.context) else np.asarray(towards.context)
+        partner = _warmed(model, towards.style, own, B, precision, use_native)
+        partner_logits = torch.from_numpy(logits)
+        weight = float(towards.weight)
+
+        def step_partner(step_ids: torch.Tensor) -> None:  # mixes into `logits` in place
+            partner_logits.mul_(1.0 - weight).add_(partner.step(step_ids), alpha=weight)
+
+        step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)))
     inv_temperature = np.float32(1.0 / max(float(opts.temperature), 1e-6))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
@@ -469,11 +504,27 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         if done.all() or t == opts.max_events - 1:
             break  # no step for logits nobody samples from
         stepper.step(ids)
+        if partner is not None:
+            step_partner(ids)
     result = []
     for b in range(B):
         row = out[b]
-        result.append(np.concatenate([prefix[b], row[row != PAD_ID]]))
+        result.append(row[row != PAD_ID] if has_context else np.concatenate([prefix[b], row[row != PAD_ID]]))
     return result
+
+
+def _warmed(model: EventLSTM, style: torch.Tensor | None, prefix: np.ndarray, batch: int, precision: str,
+            native: bool) -> StepLSTM:
+    """A StepLSTM whose state has read all of `prefix` but its last event (the first step's input).
+
+    Every file shares the prefix: it goes through nn.LSTM once, as one sequence."""
+    stepper = StepLSTM(model, style, batch, precision, native=native)
+    if len(prefix) > 1:
+        seq_style = style.expand(1, -1) if style is not None else None
+        with torch.no_grad():
+            _, (h, c) = model.lstm(model.embed(torch.as_tensor(np.array(prefix[None, :-1], dtype=np.int64)), seq_style))
+        stepper.set_state(h, c)
+    return stepper
 
 
 # A pick turns step t's logits (masked in place) and one uniform number per file into the

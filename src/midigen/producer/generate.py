@@ -64,6 +64,11 @@ class GenerateRequest:
     max_copy: float | str | None = "auto"
     max_events: int = 4000
     kernels: str = "auto"  # sampling kernels: "auto" (native where built), "native", "python"
+    # A MIDI file whose end warms the model's state without being written (follow on from it),
+    # and a second conditioning the clip is drawn towards: {"context": path or None,
+    # "style": {name: weight} or None, "weight": 0..1} (see `sampling.Towards`).
+    context: str | None = None
+    towards: dict | None = None
     extras: dict = field(default_factory=dict)
 
 
@@ -141,17 +146,25 @@ def _style_weights(bundle, style: dict[str, float] | None):  # noqa: ANN001
     return torch.tensor([style.get(s, 0.0) for s in known], dtype=torch.float32)
 
 
-def _primer_ids(path: str, params) -> np.ndarray:  # noqa: ANN001
-    from midigen.events import encode_notes
-    from midigen.midi_io import read_notes
+def _primer_ids(path: str, params, what: str = "--primer") -> np.ndarray:  # noqa: ANN001
+    from midigen.data.events import encode_notes
+    from midigen.data.midi_io import read_notes
 
     if not Path(path).is_file():
-        raise MidigenError(f"--primer {path}: no such file")
+        raise MidigenError(f"{what} {path}: no such file")
     try:
         ids = encode_notes(*read_notes(path, params), params)
     except MidiReadError as exc:
-        raise MidigenError(f"--primer {exc}: use a MIDI clip with notes") from None
+        raise MidigenError(f"{what} {exc}: use a MIDI clip with notes") from None
     return ids.astype(np.int64)
+
+
+CONTEXT_EVENTS = 512  # the end of a context file that warms the state (about 8 bars of dense music)
+
+
+def _context_ids(path: str, params, what: str = "--context") -> np.ndarray:  # noqa: ANN001
+    """The last CONTEXT_EVENTS events of a MIDI file: its end, where every note is closed."""
+    return _primer_ids(path, params, what)[-CONTEXT_EVENTS:]
 
 
 def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
@@ -163,15 +176,25 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
 
     import torch
 
-    from midigen.events import total_steps
-    from midigen.midi_io import TICKS_PER_BEAT, ids_to_ticks, write_midi
-    from midigen.sampling import SamplingOptions, sample
+    from midigen.data.events import total_steps
+    from midigen.data.midi_io import TICKS_PER_BEAT, ids_to_ticks, write_midi
+    from midigen.producer.sampling import SamplingOptions, Towards, sample
 
     validate(req)
     params = bundle.params
     scale = parse_key(req.key, req.scale)
     style = _style_weights(bundle, req.style)
     primer = _primer_ids(req.primer, params) if req.primer else None
+    if primer is not None and req.context:
+        raise MidigenError("--primer and --context exclude each other: a primer is kept in the clip, a context is not")
+    context = _context_ids(req.context, params) if req.context else None
+    towards = None
+    if req.towards is not None:
+        weight = float(req.towards.get("weight", 0.5))
+        if not 0.0 <= weight <= 1.0:
+            raise MidigenError(f"blend weight {weight}: use a number between 0 and 1")
+        towards = Towards(context=_context_ids(req.towards["context"], params) if req.towards.get("context") else None,
+                          style=_style_weights(bundle, req.towards.get("style")), weight=weight)
     spb = params.steps_per_beat(req.bpm)  # steps per beat
 
     if req.bars is not None and req.events is None:
@@ -196,7 +219,8 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
         num=req.num, max_events=max_events, max_steps=max_steps, temperature=req.temperature,
         top_k=req.top_k, top_p=req.top_p, scale=scale, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
-        start_pitches=starts, primer=primer, style=style, seed=req.seed, kernels=req.kernels)
+        start_pitches=starts, primer=primer, style=style, seed=req.seed, kernels=req.kernels, context=context,
+        towards=towards)
     index, bound = _originality_guard(bundle, req.max_copy)
     sequences = sample(bundle.model, params, opts)
     results = []
@@ -238,7 +262,7 @@ def _originality_guard(bundle, max_copy):  # noqa: ANN001, ANN202
 
     "auto" checks and reports every file when the model carries an index, and bounds it by
     the index's held-out calibration when it has one; a number needs an index."""
-    from midigen.originality import OriginalityIndex
+    from midigen.evaluation.originality import OriginalityIndex
 
     if max_copy is None:
         return None, None
@@ -305,6 +329,14 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="ideas", help="output folder (default ideas/)")
     p.add_argument("--force", action="store_true", help="overwrite files that exist")
     p.add_argument("--preview", action="store_true", help="write a piano-roll PNG beside each file")
+    p.add_argument("--audio", nargs="?", const="wav", default=None, metavar="FORMAT",
+                   help="write an audio preview beside each file: wav (the default when FORMAT is left out), "
+                        "flac or ogg (these two need the soundfile package). FluidSynth with a General MIDI "
+                        "SoundFont when installed, else a built-in piano")
+    p.add_argument("--soundfont", default=None, metavar="SF2",
+                   help="the SoundFont for --audio (implies --audio wav); needs FluidSynth. Default: "
+                        "$MIDIGEN_SOUNDFONT, else one found in /usr/share/sounds/sf2, /usr/share/soundfonts or "
+                        "~/.local/share/soundfonts")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of lines")
     p.add_argument("--kernels", choices=["auto", "native", "python"], default="auto",
                    help="sampling kernels: native (compiled by `midigen kernels build`), python, or auto "
@@ -320,7 +352,7 @@ def default_model_ref() -> str:
 
     has_registry = bool(os.environ.get("MLFLOW_TRACKING_URI")) or (repo_root() / "mlflow.db").exists()
     if has_registry:
-        from midigen.bundle import _pin
+        from midigen.producer.bundle import _pin
         from midigen.tracking import DEFAULT_REGISTRY_NAME, check_reachable, tracking_uri
 
         # A server that is down is an error in seconds, not minutes of MLflow's retries
@@ -346,7 +378,7 @@ def default_model_ref() -> str:
 def generate_command(args: argparse.Namespace) -> int:
     import json
 
-    from midigen.bundle import load_bundle, resolve_model
+    from midigen.producer.bundle import load_bundle, resolve_model
 
     req = GenerateRequest(
         num=args.num, bars=args.bars if args.bars is not None else (None if args.events else 8), events=args.events,
@@ -356,33 +388,51 @@ def generate_command(args: argparse.Namespace) -> int:
         max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name,
         max_copy=parse_max_copy(args.max_copy), kernels=args.kernels)
     validate(req)
+    # Audio options fail here, before minutes of sampling: a bad format, a missing SoundFont.
+    audio_format = renderer = None
+    if args.audio is not None or args.soundfont is not None:
+        from midigen.producer.audio import available_renderer, check_format
+
+        audio_format = check_format(args.audio or "wav")
+        renderer = available_renderer(args.soundfont)
     out = Path(args.out)
     ref = args.model or default_model_ref()
     bundle = load_bundle(resolve_model(ref))
     results = generate_batch(bundle, req)
     targets = [out / r["name"] for r in results]
-    clashes = [t for t in targets if t.exists()]
+    extras = [".png"] if args.preview else []
+    extras += [f".{audio_format}"] if audio_format else []
+    written = targets + [t.with_suffix(suffix) for t in targets for suffix in extras]
+    clashes = [t for t in written if t.exists()]
     if clashes and not args.force:
         raise MidigenError(f"{clashes[0]} exists ({len(clashes)} files would be overwritten): use --force or "
                            "another --out/--seed")
     # Write everything aside first: an error leaves no partial set of files behind.
     out.mkdir(parents=True, exist_ok=True)
+    audio_files = []
     with tempfile.TemporaryDirectory(dir=out) as staging:
         for r in results:
-            (Path(staging) / r["name"]).write_bytes(r["midi"])
+            midi_path = Path(staging) / r["name"]
+            midi_path.write_bytes(r["midi"])
             if args.preview:
-                from midigen.pianoroll import pianoroll_from_notes
+                from midigen.evaluation.pianoroll import pianoroll_from_notes
 
                 on, off, pitch = r["notes"]
-                pianoroll_from_notes(on, off, pitch, 960, Path(staging) / r["name"].replace(".mid", ".png"),
-                                     title=r["name"])
+                pianoroll_from_notes(on, off, pitch, 960, midi_path.with_suffix(".png"), title=r["name"])
+            if audio_format:
+                from midigen.producer.audio import render_midi_file
+
+                render_midi_file(midi_path, renderer=renderer, fmt=audio_format)
+                audio_files.append(out / midi_path.with_suffix(f".{audio_format}").name)
         for path in Path(staging).iterdir():
             shutil.move(str(path), out / path.name)
     summary = _summarise(results)
     if args.json:
         copies = {str(t): r["copy"] for t, r in zip(targets, results) if r["copy"]}
-        print(json.dumps({"model": ref, "files": [str(t) for t in targets], "metrics": summary, "copy": copies},
-                         default=float))
+        report = {"model": ref, "files": [str(t) for t in targets], "metrics": summary, "copy": copies}
+        if audio_format:
+            report["audio"] = {"renderer": renderer, "format": audio_format, "files": [str(a) for a in audio_files]}
+        print(json.dumps(report, default=float))
         return 0
     for t, r in zip(targets, results):
         on, _, pitch = r["notes"]
@@ -391,13 +441,19 @@ def generate_command(args: argparse.Namespace) -> int:
         if copy and copy.get("resampled"):
             extra += f" (resampled {copy['resampled']}x"
             extra += f", still above --max-copy {copy['max_copy']:.2f})" if copy["over"] else ")"
+        if audio_format:
+            extra += f"  + {t.with_suffix('.' + audio_format).name}"
         print(f"wrote {t}  {len(on)} notes{extra}")
+    if audio_format:
+        how = ("the built-in piano (--soundfont FILE.sf2 with FluidSynth installed for General MIDI sounds)"
+               if renderer == "builtin" else f"FluidSynth with {renderer.split(':', 1)[1]}")
+        print(f"audio: {len(audio_files)} {audio_format} files, renderer {renderer.split(':', 1)[0]}: {how}")
     print("batch: " + "  ".join(f"{k} {v:.3g}" for k, v in summary.items()), file=sys.stdout)
     return 0
 
 
 def _summarise(results: list[dict]) -> dict:
-    from midigen.metrics import note_metrics
+    from midigen.evaluation.metrics import note_metrics
 
     rows = [note_metrics(*r["notes"], 960) for r in results]
     keys = ["in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density"]

@@ -6,7 +6,7 @@ in the same units as the LSTM's `val/nll` / `test/nll`. The one difference: here
 file's first event is predicted too (from a start context of BOS symbols), where the
 LSTM's tiled evaluation predicts events 2..N of each file - one event in hundreds.
 
-    python -m midigen.baselines --root data/corpus --cache data/cache --order 4 [--json] [--mlflow]
+    python -m midigen.train.baselines --root data/corpus --cache data/cache --order 4 [--json] [--mlflow]
 
 Model: interpolated Kneser-Ney with one absolute discount per order, D = n1 / (n1 + 2 n2)
 (kept within 0.1..0.9). The highest order uses raw counts, lower orders continuation
@@ -17,7 +17,7 @@ not, gets a distribution that sums to 1 over the vocabulary.
 
 Counting is vectorised: each n-gram is hashed into one int64 key (base V+1 digits, the
 extra digit is BOS) and counted with np.unique; lookups are np.searchsorted.
-Not for: neural models (`midigen.model`) or musical metrics (`midigen.metrics`).
+Not for: neural models (`midigen.model`) or musical metrics (`midigen.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from midigen.errors import MidigenError
-from midigen.events import PAD_ID
+from midigen.data.events import PAD_ID
 
 MIN_DISCOUNT, MAX_DISCOUNT = 0.1, 0.9
 
@@ -277,7 +277,7 @@ def _git_commit() -> str:
 def write_samples(model: NGramModel, params, out_dir: Path, num: int, events: int, seed: int,  # noqa: ANN001
                   bpm: float = 120.0) -> list[Path]:
     """`num` MIDI files of `events` sampled events each, as `<model name>_NN.mid` in `out_dir`."""
-    from midigen.midi_io import ids_to_ticks, write_midi
+    from midigen.data.midi_io import ids_to_ticks, write_midi
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1234)
     args = p.parse_args(argv)
 
-    from midigen.data import build_token_cache
-    from midigen.events import EventParams
+    from midigen.data.cache import build_token_cache
+    from midigen.data.events import EventParams
 
     try:
         params = EventParams.seed() if args.tokenizer == "seed" else EventParams.beat()

@@ -3,10 +3,10 @@
 A miditok `MusicTokenizer` subclass, so it saves and loads its parameters as miditok's
 JSON (`tokenizer.save(dir)`, `OoreTokenizer(params=file)`) and plugs into miditok's
 tooling. Encoding does not go through miditok's per-event Python pipeline: it reads
-symusic's note arrays and tokenizes them vectorised in `midigen.events` (the seed's
+symusic's note arrays and tokenizes them vectorised in `midigen.data.events` (the seed's
 timing is in seconds through the tempo map, which miditok's beat-based preprocessing
 would discard).
-Not for: the producer path, which decodes with `midigen.events` without importing miditok.
+Not for: the producer path, which decodes with `midigen.data.events` without importing miditok.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import numpy as np
 from miditok import MusicTokenizer, TokenizerConfig, TokSequence
 from symusic import Note, Score, Track
 
-from midigen.events import (
+from midigen.data.events import (
     NUM_PITCHES,
     EventParams,
     decode_ids,
     encode_notes,
     event_names,
 )
-from midigen.midi_io import read_notes
+from midigen.data.midi_io import read_notes
 
 MIDITOK_NAMES = (
     ["PAD_None"]
@@ -111,7 +111,7 @@ class OoreTokenizer(MusicTokenizer):
 
     def ids_to_score(self, ids, bpm: float = 120.0) -> Score:
         """Token ids -> a one-track symusic Score at 960 ticks per beat, velocity 64."""
-        from midigen.midi_io import TICKS_PER_BEAT, steps_to_ticks
+        from midigen.data.midi_io import TICKS_PER_BEAT, steps_to_ticks
 
         on, off, pitch = decode_ids(ids, self.params)
         score = Score(TICKS_PER_BEAT)

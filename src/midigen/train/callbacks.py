@@ -1,12 +1,16 @@
 """Training callbacks: MIDI samples every N epochs, fresh windows every epoch, clean interrupts.
 
 `SamplingCallback` writes K MIDI files with the current weights through the producer's
-own generator, a piano roll of each and their musical metrics (and copy ratio against
-the training corpus), and logs them to the MLflow run under `samples/epoch_XXX/`.
+own generator, a piano roll of each, optionally a WAV of each (the producer's built-in
+piano), their musical metrics (and copy ratio against the training corpus) and an
+`index.html` that shows them together, and logs them to the MLflow run under
+`samples/epoch_XXX/`.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import logging
 from pathlib import Path
@@ -14,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
-from midigen.bundle import Bundle
-from midigen.generate import GenerateRequest, generate_batch
+from midigen.producer.bundle import Bundle
+from midigen.producer.generate import GenerateRequest, generate_batch
 
 log = logging.getLogger(__name__)
 
+AUDIO_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}  # suffix: MIME type
 SAMPLE_METRICS = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density",
                   "hanging_notes")
 
@@ -52,12 +57,24 @@ class EpochWindows(pl.Callback):
 class SamplingCallback(pl.Callback):
     def __init__(self, out_dir: str | Path, every_n_epochs: int = 1, num_files: int = 4, bars: int = 8,
                  bpm: float = 120.0, max_events: int = 1000, temperature: float = 1.0, top_p: float = 0.95,
-                 repetition_penalty: float = 0.3, index_path: str | Path | None = None, seed: int = 0):
+                 repetition_penalty: float = 0.3, index_path: str | Path | None = None, seed: int = 0,
+                 audio: bool = False, audio_sample_rate: int | None = None, audio_format: str = "wav"):
+        """`audio`: a recording of each sample beside it (the producer's built-in piano, mono,
+        `audio_sample_rate` Hz, None: the producer's default; `audio_format` wav, or flac/ogg
+        with the soundfile package), played by the epoch's index.html. conf/callbacks/ sets
+        these for training runs."""
         self.out_dir = Path(out_dir)
         self.every = every_n_epochs
         self.request = dict(num=num_files, bars=bars, bpm=bpm, max_events=max_events, temperature=temperature,
                             top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
         self.index_path = Path(index_path) if index_path else None
+        self.audio = audio
+        self.audio_sample_rate = audio_sample_rate
+        if audio:
+            from midigen.producer.audio import check_format
+
+            audio_format = check_format(audio_format)  # a missing soundfile fails now, not after epoch 1
+        self.audio_format = audio_format
         self.history: list[dict] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -68,8 +85,8 @@ class SamplingCallback(pl.Callback):
         self.write_samples(trainer, pl_module, epoch)
 
     def write_samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict:
-        from midigen.metrics import note_metrics
-        from midigen.pianoroll import pianoroll_from_notes
+        from midigen.evaluation.metrics import note_metrics
+        from midigen.evaluation.pianoroll import pianoroll_from_notes
 
         folder = self.out_dir / f"epoch_{epoch:03d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +103,12 @@ class SamplingCallback(pl.Callback):
             (folder / r["name"]).write_bytes(r["midi"])
             pianoroll_from_notes(on, off, pitch, 960, folder / r["name"].replace(".mid", ".png"),
                                  title=f"epoch {epoch} {r['name']}")
+            if self.audio:
+                from midigen.producer.audio import DEFAULT_SAMPLE_RATE, render_midi_file
+
+                # The built-in piano, whatever is installed: the same sound on every machine and run.
+                render_midi_file(folder / r["name"], renderer="builtin", fmt=self.audio_format,
+                                 sample_rate=self.audio_sample_rate or DEFAULT_SAMPLE_RATE)
             row = note_metrics(on, off, pitch, 960)
             if index is not None:
                 row["copy_ratio"] = index.check_notes(on, pitch, 960)["copy_ratio"]
@@ -93,6 +116,7 @@ class SamplingCallback(pl.Callback):
         keys = [k for k in (*SAMPLE_METRICS, "copy_ratio") if rows and k in next(iter(rows.values()))]
         mean = {k: float(np.mean([float(row[k]) for row in rows.values()])) for k in keys}
         (folder / "metrics.json").write_text(json.dumps({"files": rows, "mean": mean}, indent=2, default=float))
+        write_samples_page(folder, f"Samples after epoch {epoch}", rows, mean)
         if trainer.logger is not None:
             trainer.logger.log_metrics({f"sample/{k}": v for k, v in mean.items()}, step=trainer.global_step)
             run_id = getattr(trainer.logger, "run_id", None)
@@ -111,9 +135,64 @@ class SamplingCallback(pl.Callback):
     def _index(self):  # noqa: ANN202
         if self.index_path is None or not self.index_path.exists():
             return None
-        from midigen.originality import OriginalityIndex
+        from midigen.evaluation.originality import OriginalityIndex
 
         return OriginalityIndex.load(self.index_path)
+
+
+def write_samples_page(folder: Path, title: str, rows: dict[str, dict], mean: dict) -> Path:
+    """`folder/index.html`: each sample's piano roll, a player for its recording (where one
+    was written: .wav, .flac or .ogg) and its metrics, and the batch's mean metrics.
+
+    The pictures and sounds are embedded as data: URIs rather than linked: the MLflow UI
+    shows an HTML artifact from a blob: URL, against which no relative link resolves, so
+    only a self-contained page plays inside its artifact view (and still does when the folder
+    is downloaded or the page is mailed on its own). The page is about 1.4x its WAVs and PNGs.
+    """
+    keys = [k for k in (*SAMPLE_METRICS, "copy_ratio") if rows and k in next(iter(rows.values()))]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+
+    def cells(row: dict) -> str:
+        return "".join(f"<td>{float(row[k]):.3g}</td>" for k in keys)
+
+    def embedded(path: Path, mime: str) -> str:
+        return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+    sections = []
+    for name, row in rows.items():
+        stem = Path(name).stem
+        png = folder / f"{stem}.png"
+        parts = [f"<h2>{html.escape(name)}</h2>"]
+        if png.is_file():
+            parts.append(f'<img src="{embedded(png, "image/png")}" alt="piano roll of {html.escape(name)}">')
+        for sound in (folder / f"{stem}.{fmt}" for fmt in AUDIO_TYPES):
+            if sound.is_file():
+                player = embedded(sound, AUDIO_TYPES[sound.suffix[1:]])
+                parts.append(f'<p><audio controls preload="metadata" src="{player}"></audio> '
+                             f"{html.escape(sound.name)}</p>")
+        parts.append(f"<table><tr>{head}</tr><tr>{cells(row)}</tr></table>")
+        sections.append("<section>" + "\n".join(parts) + "</section>")
+    summary = f"<table><tr><th></th>{head}</tr><tr><th>mean of {len(rows)}</th>{cells(mean)}</tr></table>"
+    body = "\n".join(sections)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1em; }}
+table {{ border-collapse: collapse; margin: 0.4em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; font-size: 0.9em; }}
+img {{ max-width: 100%; display: block; }}
+audio {{ vertical-align: middle; }}
+section {{ margin-bottom: 2em; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+{summary}
+{body}
+</body></html>
+"""
+    path = folder / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 class StopReason(pl.Callback):

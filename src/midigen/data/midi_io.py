@@ -15,7 +15,7 @@ import mido
 import numpy as np
 
 from midigen.errors import MidiReadError
-from midigen.events import EventParams
+from midigen.data.events import EventParams
 
 TICKS_PER_BEAT = 960
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
@@ -148,7 +148,7 @@ def ids_to_ticks(ids, params: EventParams, bpm: float = 120.0, end_tick: int | N
     Notes still sounding at the end close there; notes starting at or after it are
     dropped, and so is any note shorter than `min_ticks` (a stub left by the cut).
     """
-    from midigen.events import decode_ids
+    from midigen.data.events import decode_ids
 
     on, off, pitch = decode_ids(ids, params)
     on_t, off_t = steps_to_ticks(on, params, bpm), steps_to_ticks(off, params, bpm)

@@ -1,0 +1,1 @@
+"""`midigen bench`: side-by-side benchmarks; the rows are listed in `midigen.bench.runner`."""

@@ -1,0 +1,624 @@
+"""Training corpora: the human-written scores that ship inside music21, exported as MIDI.
+
+`STYLES` names each style a producer can ask for (`chorale`, `irish`, `classical`...) and the
+folders of music21's bundled corpus it comes from. `build_corpus` writes
+`<out>/<style>/<name>.mid`, one file per piece (one per tune of an ABC collection), and
+`<out>/manifest.csv` with a row per file: `file` (relative path), `style`, `source` (music21
+corpus path, plus `#<X number>` for one tune of a collection), `notes` and `seconds` (as
+read back from the written file) and `licence` (a note on the source's terms).
+
+Building is idempotent: a piece whose file exists is not exported again, a piece that
+failed is remembered in `<out>/skipped.csv` with its reason and not retried until music21
+changes, and files are written atomically, so an interrupted build resumes where it
+stopped and a finished one rebuilds as a no-op. Pieces are parsed in a process pool; a
+piece music21 cannot parse or export is skipped and counted, never fatal. Not for reading
+MIDI for training (that is `midigen.data.cache`, which takes any `<root>/<style>/*.mid`
+folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import importlib.util
+import os
+import re
+import sys
+import unicodedata
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from midigen.errors import MidigenError
+
+@dataclass(frozen=True)
+class Style:
+    """A style a producer can ask for, and the pieces of music21's bundled corpus that make it."""
+
+    description: str
+    # corpus folders (searched at any depth) or single files, e.g. "bach", "mozart/k80", "miscFolk/x.abc"
+    sources: tuple[str, ...]
+    # score formats taken, preferred first where one piece ships in several (bwv277.mxl over bwv277.krn)
+    suffixes: tuple[str, ...]
+    licence: str  # the source's terms, in short: the manifest's `licence` column
+    # corpus paths without suffix ("bach/bwv846"), or with "#<X number>" for one tune: not this style's music
+    excluded: frozenset[str] = frozenset()
+    # X numbers count through the whole collection, and some files overlap: take each tune once
+    tunes_numbered_across_files: bool = False
+
+
+_PUBLIC_DOMAIN_ABC = "music public domain ({}); ABC transcriptions by {}, shipped with music21 (no licence stated)"
+_MUSIC21_SCORES = ("music public domain; encodings shipped with music21 by permission of their encoders "
+                   "(music21 corpus/license.txt: some restrict commercial use)")
+
+STYLES: dict[str, Style] = {
+    "chorale": Style(
+        "Bach chorales, four voices (music21 corpus/bach)",
+        ("bach",), (".mxl", ".xml", ".musicxml", ".krn"),
+        "music public domain; encodings by Margaret Greentree (jsbchorales.net), shipped with music21 by permission",
+        # one keyboard piece among the chorales: the Well-Tempered Clavier's C-major prelude
+        excluded=frozenset({"bach/bwv846"})),
+    "fiddle": Style(
+        "American and Irish fiddle tunes: reels, jigs, hornpipes, single line (Ryan's Mammoth Collection, 1883)",
+        ("ryansMammoth",), (".abc",),
+        _PUBLIC_DOMAIN_ABC.format("Ryan's Mammoth Collection, 1883", "Ray Davies and other volunteers")),
+    "folk": Style(
+        "German, European and Chinese folksongs, single line (Essen Folksong Collection)",
+        ("essenFolksong",), (".abc",),
+        "non-commercial use only: music21 has permission for non-commercial distribution and use "
+        "(corpus/essenFolksong/license.txt)"),
+    "renaissance": Style(
+        "Palestrina mass movements, four to six voices (music21 corpus/palestrina)",
+        ("palestrina",), (".krn", ".mxl", ".xml"),
+        "music public domain; encodings Copyright 2000 John Miller, under a licence agreement that reserves "
+        "derivative electronic formats (file headers): research use"),
+    "irish": Style(
+        "Irish traditional tunes: airs, jigs, reels, hornpipes, single line (O'Neill's Music of Ireland, 1850 melodies)",
+        ("oneills1850",), (".abc",),
+        _PUBLIC_DOMAIN_ABC.format("O'Neill's Music of Ireland, 1903", "Norbert Paap, Henrik Norbeck, Bob Safranek "
+                                  "and other volunteers"),
+        # the collection ships in files by tune-number range, some ranges twice (two transcribers)
+        tunes_numbered_across_files=True),
+    "scottish": Style(
+        "Scottish (and some English and Irish) airs, marches and dance tunes for fife, violin or flute, single line "
+        "(Aird's Selection, 1778-1803)",
+        ("airdsAirs",), (".abc",),
+        _PUBLIC_DOMAIN_ABC.format("Aird's Selection of Scotch, English, Irish and Foreign Airs, 1778-1803",
+                                  "Jack Campin (2009)")),
+    "northumbrian": Style(
+        "English folk songs and Northumbrian small-pipe tunes, single line (Bruce and Stokoe's Northumbrian "
+        "Minstrelsy, 1882)",
+        ("miscFolk/northumbrianminstrelsyopus.abc",), (".abc",),
+        _PUBLIC_DOMAIN_ABC.format("Northumbrian Minstrelsy, 1882", "Jack Campin (2007)")),
+    "fife": Style(
+        "American fife marches and quicksteps, colonial and Civil War, one or two voices",
+        ("miscFolk/americanfifeopus.abc",), (".abc",),
+        _PUBLIC_DOMAIN_ABC.format("18th-19th century bandsmen's tunebooks", "Jack Campin (2000)"),
+        # X:101-131 are the untidied originals of tunes 1-31, appended to the file for reference
+        excluded=frozenset(f"miscFolk/americanfifeopus#{n}" for n in range(100, 200))),
+    "madrigal": Style(
+        "Monteverdi madrigals, five voices (Books 3-5, 1592-1605)",
+        ("monteverdi",), (".mxl", ".xml"), _MUSIC21_SCORES,
+        excluded=frozenset({"monteverdi/madrigal.3.1_old"})),  # an older encoding of madrigal.3.1
+    "classical": Style(
+        "string quartets, one file per movement where the source splits them, else per quartet: Haydn, Mozart, "
+        "Beethoven (and Schumann's op. 41 no. 1)",
+        ("haydn", "mozart/k80", "mozart/k155", "mozart/k156", "mozart/k458", "beethoven", "schumann_robert/opus41no1"),
+        (".mxl", ".xml", ".musicxml", ".krn"), _MUSIC21_SCORES),  # leaves out mozart/k545, a piano sonata
+    "medieval": Style(
+        "14th-century Italian polyphony, two to four voices: mass movements, madrigals, ballate, motets "
+        "(Landini, Jacopo da Bologna, Giovanni da Cascia, Ciconia, anonymous)",
+        ("trecento", "ciconia", "luca"), (".mxl", ".xml", ".musicxml"),
+        "music public domain; transcriptions by Michael Scott Cuthbert and others after the PMFC editions, shipped "
+        "with music21 (two CC-BY-SA 3.0, the rest no licence stated)",
+        excluded=frozenset({"trecento/PMFC_12_4-Gloria Rvat 1419_bak"})),  # a backup copy of PMFC_12_4
+}
+ALL_STYLE_NAMES: tuple[str, ...] = tuple(STYLES)
+ALL_STYLES: dict[str, str] = {name: style.description for name, style in STYLES.items()}
+DEFAULT_STYLES: tuple[str, ...] = ("chorale", "fiddle")
+
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("file", "style", "source", "notes", "seconds", "licence")
+SKIPPED = "skipped.csv"  # pieces that failed to export, with the reason: not retried while music21 is the same
+SKIPPED_COLUMNS = ("style", "source", "reason", "music21")
+_TUNE_NUMBER = re.compile(r"^\s*X:\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece to export: `number` is the ABC `X:` number of a tune inside a collection file."""
+
+    style: str
+    source: str  # music21 corpus path (forward slashes), plus "#<number>" for a tune of a collection
+    path: Path
+    number: int | None
+    name: str  # output file name inside the style folder, e.g. "bwv1.6.mid"
+
+
+def music21_corpus_root() -> Path:
+    """The folder of music21's bundled corpus (found without importing music21, which is slow)."""
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise MidigenError("music21 is not installed: install midigen with `make install`")
+    return Path(next(iter(spec.submodule_search_locations))) / "corpus"
+
+
+def safe_name(text: str) -> str:
+    """An ASCII file-name stem: letters, digits, '.', '_' and '-' only, no leading dot."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_text).strip("._") or "untitled"
+
+
+def list_pieces(style: str, corpus_root: Path | None = None) -> list[Piece]:
+    """Every piece of `style`, in the stable order `--limit` takes them from.
+
+    That order is the style's sources in turn, each by corpus path and then tune number.
+    File names are the piece's path inside its folder (with the folder first when a style
+    draws on several) made safe, plus `_<X number>` for one tune of a collection.
+    """
+    spec = STYLES[style]
+    root = corpus_root or music21_corpus_root()
+    several_folders = len({source.split("/")[0] for source in spec.sources}) > 1
+    pieces: list[Piece] = []
+    taken: set[str] = set()
+    numbers_taken: set[int] = set()  # for a collection numbered across its files
+    for source in spec.sources:
+        for key, path in _scores_in(root, source, spec):
+            rel = path.relative_to(root).as_posix()
+            stem = safe_name(key if several_folders else key.split("/", 1)[-1])
+            numbers = _tune_numbers(path) if path.suffix == ".abc" else []
+            fresh = numbers
+            if spec.tunes_numbered_across_files:
+                fresh = [n for n in numbers if n not in numbers_taken]
+                numbers_taken.update(fresh)
+                if numbers and not fresh:
+                    continue
+            if len(numbers) <= 1:  # a single piece: parse the whole file
+                entries = [(None, rel, stem)]
+            else:
+                entries = [(n, f"{rel}#{n}", f"{stem}_{n}") for n in fresh if f"{key}#{n}" not in spec.excluded]
+            for number, piece_source, base in entries:
+                name, k = f"{base}.mid", 2
+                while name.lower() in taken:  # case-insensitive file systems
+                    name, k = f"{base}_{k}.mid", k + 1
+                taken.add(name.lower())
+                pieces.append(Piece(style, piece_source, path, number, name))
+    return pieces
+
+
+def _scores_in(root: Path, source: str, spec: Style) -> list[tuple[str, Path]]:
+    """(corpus path without suffix, file) of each score under `source`, sorted, one file per piece."""
+    where = root / source
+    if where.is_file():
+        files = [where]
+    elif where.is_dir():
+        files = sorted(path for path in where.rglob("*") if path.is_file())
+    else:
+        raise MidigenError(f"music21's bundled corpus has no {source!r} (looked in {where}); "
+                           "reinstall music21 with its corpus")
+    chosen: dict[str, Path] = {}  # one file per piece: e.g. bwv277.mxl over its duplicate bwv277.krn
+    for path in files:
+        key = path.relative_to(root).with_suffix("").as_posix()
+        if path.suffix not in spec.suffixes or key in spec.excluded:
+            continue
+        best = chosen.get(key)
+        if best is None or spec.suffixes.index(path.suffix) < spec.suffixes.index(best.suffix):
+            chosen[key] = path
+    return sorted(chosen.items())
+
+
+def _tune_numbers(path: Path) -> list[int]:
+    """The distinct `X:` numbers of an ABC file, in file order (music21 extracts a tune by it)."""
+    seen: dict[int, None] = {}
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            match = _TUNE_NUMBER.match(line)
+            if match:
+                seen.setdefault(int(match.group(1)), None)
+    return list(seen)
+
+
+def build_corpus(styles: list[str] | tuple[str, ...] = DEFAULT_STYLES, out: str | Path = "data/corpus",
+                 limit: int | None = None, jobs: int | None = None) -> dict[str, Counter]:
+    """Export `styles` (names, or "all") into `out/<style>/` and rewrite `out/manifest.csv`.
+
+    `limit` takes at most that many pieces per style (the first in `list_pieces` order);
+    `jobs` is the number of worker processes (default: all cores). Existing files are kept
+    and not re-exported; pieces listed in `out/skipped.csv` as failed with this music21
+    are not retried. Returns per style a Counter of `written`, `existing`, `failed`
+    (failed now or before). Prints a progress bar on stderr and one summary line per style
+    on stdout.
+    """
+    styles = resolve_styles(styles)
+    if limit is not None and limit < 0:
+        raise MidigenError(f"--limit must be 0 or more, not {limit}")
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise MidigenError(f"--jobs must be 1 or more, not {jobs}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MidigenError(f"corpus folder {out} is a file: pass --out a folder")
+
+    catalogue = {style: list_pieces(style) for style in styles}
+    skipped_before = _read_skipped(out)
+    music21_version = _music21_version()
+    counts = {style: Counter(written=0, existing=0, failed=0) for style in styles}
+    todo: list[tuple[Piece, Path]] = []
+    not_retried = 0
+    for style in styles:
+        (out / style).mkdir(parents=True, exist_ok=True)
+        for piece in catalogue[style][:limit]:
+            dest = out / style / piece.name
+            skip = skipped_before.get((style, piece.source))
+            if dest.exists():
+                counts[style]["existing"] += 1
+            elif skip is not None and skip["music21"] == music21_version:
+                counts[style]["failed"] += 1
+                not_retried += 1
+            else:
+                todo.append((piece, dest))
+
+    failures: list[tuple[Piece, str]] = []
+    if todo:
+        for (piece, _), error in zip(todo, _export_all(todo, jobs)):
+            counts[piece.style]["failed" if error else "written"] += 1
+            skipped_before.pop((piece.style, piece.source), None)
+            if error:
+                failures.append((piece, error))
+                if error != WORKER_DIED:  # not the piece's fault, perhaps: retried next time
+                    skipped_before[(piece.style, piece.source)] = {
+                        "style": piece.style, "source": piece.source, "reason": error, "music21": music21_version}
+        _write_skipped(out, skipped_before)
+    rows = _write_manifest(out, catalogue)
+
+    for piece, error in failures:
+        print(f"skipped {piece.source}: {error}", file=sys.stderr)
+    if not_retried:
+        print(f"{not_retried} pieces that failed before were not retried: {out / SKIPPED} gives each reason "
+              "(delete it to retry them)", file=sys.stderr)
+    for style in styles:
+        c = counts[style]
+        n_files = sum(1 for row in rows if row["style"] == style)
+        print(f"{style}: {c['written']} written, {c['existing']} already present, {c['failed']} failed "
+              f"({n_files} files in {out / style})")
+    if not todo:
+        print(f"nothing new to export; {out / MANIFEST} lists {len(rows)} files")
+    return counts
+
+
+def resolve_styles(styles) -> list[str]:
+    """Style names, with "all" standing for every style in `STYLES`, checked and without repeats."""
+    names: list[str] = []
+    for name in (s.strip() for s in styles):
+        names.extend(ALL_STYLE_NAMES if name == "all" else [name] if name else [])
+    known = ", ".join(ALL_STYLE_NAMES)
+    unknown = [s for s in names if s not in STYLES]
+    if unknown:
+        raise MidigenError(f"unknown style {unknown[0]!r}: choose from {known}, or all "
+                           "(`midigen data styles` describes them)")
+    if not names:
+        raise MidigenError(f"no style given: choose from {known}, or all")
+    return list(dict.fromkeys(names))
+
+
+WORKER_DIED = "the export process died (out of memory?); retried on the next build"
+
+
+def _export_all(todo: list[tuple[Piece, Path]], jobs: int) -> list[str | None]:
+    """Export every (piece, destination); the error message of each piece that failed, else None."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    # In a log (not a terminal) a redraw every 0.1 s is thousands of characters: update every 10 s there.
+    bar = tqdm(total=len(todo), desc="exporting", unit="piece", file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)
+    results: list[str | None] = [WORKER_DIED] * len(todo)
+    try:
+        if jobs == 1 or len(todo) == 1:
+            for i, task in enumerate(todo):
+                results[i] = export_piece(task)
+                bar.update()
+            return results
+        # Piece costs vary 1000-fold (a 4-bar folksong vs a 40-minute quartet): start the largest
+        # first, one at a time, so that no worker is left with a long piece at the end.
+        order = _largest_first([piece for piece, _ in todo])
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
+            try:
+                for i, result in zip(order, pool.map(export_piece, [todo[i] for i in order])):
+                    results[i] = result
+                    bar.update()
+            except BrokenProcessPool:  # a worker was killed: the pieces left undone say so
+                pass
+        return results
+    finally:
+        bar.close()
+
+
+def _largest_first(pieces: list[Piece]) -> list[int]:
+    """Indices of `pieces` by estimated export cost, largest first: score bytes per piece of the file."""
+    import zipfile
+
+    per_file = Counter(piece.path for piece in pieces)
+    size: dict[Path, int] = {}
+    for path in per_file:
+        try:
+            if path.suffix == ".mxl":  # compressed: its XML is 10-50 times larger
+                with zipfile.ZipFile(path) as archive:
+                    size[path] = sum(info.file_size for info in archive.infolist())
+            else:
+                size[path] = path.stat().st_size
+        except (OSError, zipfile.BadZipFile):
+            size[path] = 0
+    return sorted(range(len(pieces)), key=lambda i: -size[pieces[i].path] / per_file[pieces[i].path])
+
+
+def export_piece(task: tuple[Piece, Path]) -> str | None:
+    """Parse one piece with music21 and write it to its destination as MIDI; an error message or None.
+
+    All parts go into the file (one track each; an unpitched part on the drum channel);
+    repeats are written out as played; tempo marks and changes are the score's own, else
+    music21's default of 120 BPM; a pickup gets its own short bar (see `_mark_pickup`).
+    Runs in a worker process.
+    """
+    piece, dest = task
+    try:
+        data = _midi_bytes(piece)
+    except _Unusable as reason:
+        return str(reason)
+    except Exception as exc:  # music21 raises many kinds on odd scores; a bad piece never stops a build
+        return _first_line(exc) or type(exc).__name__
+    part = dest.with_name(f".{dest.name}.part")  # hidden and not *.mid: never mistaken for a corpus file
+    part.write_bytes(data)
+    os.replace(part, dest)
+    return None
+
+
+class _Unusable(Exception):
+    """A piece that parses but has nothing to train on; the message is the reason."""
+
+
+def _midi_bytes(piece: Piece) -> bytes:
+    """The piece as a standard MIDI file (bytes); raises `_Unusable` when it has no pitched notes."""
+    from music21 import converter, harmony, repeat, stream
+    from music21.midi import translate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # music21 warns per odd symbol; it would tear the progress bar
+        # no pickle cache: each piece is parsed once, and writing pickles costs more than it saves
+        with _no_beaming():
+            score = converter.parseFile(piece.path, number=piece.number, forceSource=True, storePickle=False)
+        if isinstance(score, stream.Opus):  # a collection file parsed whole: its first piece
+            if not score.scores:
+                raise _Unusable("no notes (an empty collection)")
+            score = score.scores[0]
+        notes = [n for n in score.recurse().notes if not isinstance(n, harmony.Harmony)]  # chord symbols: silent
+        if not notes:
+            raise _Unusable("no notes")
+        if not any(n.pitches for n in notes):
+            raise _Unusable("no pitched notes (percussion only)")
+        _unshare_context_objects(score)
+        pickup = _pickup_quarters(score)
+        try:
+            midi = translate.streamToMidiFile(score)  # expands repeats as played
+        except repeat.ExpanderException:  # repeats music21 cannot follow: play the music once, as written
+            _drop_repeats(score)
+            midi = translate.streamToMidiFile(score)
+        data = midi.writestr()
+    return _mark_pickup(data, pickup) if pickup else data
+
+
+def _pickup_quarters(score) -> float:
+    """The length in quarter notes of the score's pickup (anacrusis) bar, or 0 when it starts on a full bar."""
+    from music21 import stream
+
+    first = score.recurse().getElementsByClass(stream.Measure).first()
+    if first is None or not first.paddingLeft:
+        return 0.0
+    try:
+        return float(first.barDuration.quarterLength - first.paddingLeft)
+    except Exception:  # no time signature to measure the bar by
+        return 0.0
+
+
+def _mark_pickup(data: bytes, quarters: float) -> bytes:
+    """Give the pickup its own short bar in the MIDI file (bytes in, bytes out).
+
+    music21 starts the file with the pickup's notes under the piece's time signature,
+    which puts every later bar line `quarters` early in a DAW. This writes a time signature
+    as long as the pickup (1/4 for one beat before 4/4) at tick 0 and moves the piece's own
+    to the first full bar; no note moves. Left as is when the pickup is no whole number of
+    64ths (a triplet pickup has no MIDI time signature) or the file is not as expected.
+    """
+    import io
+    from fractions import Fraction
+
+    import mido
+
+    length = Fraction(quarters).limit_denominator(64) / 4  # in whole notes: numerator / denominator
+    if length <= 0 or length >= 4 or length.denominator & (length.denominator - 1):
+        return data
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    first_bar = round(quarters * midi.ticks_per_beat)
+    conductor = midi.tracks[0]
+    timed, tick = [], 0
+    for msg in conductor:
+        tick += msg.time
+        timed.append((tick, msg))
+    signatures = [(tick, msg) for tick, msg in timed if msg.type == "time_signature"]
+    if not signatures or signatures[0][0] != 0 or timed[-1][0] < first_bar:
+        return data
+    start_signature = signatures[0][1]
+    restated = any(tick == first_bar for tick, _ in signatures[1:])  # the first full bar has its own already
+    if any(0 < tick < first_bar for tick, _ in signatures):
+        return data
+    moved = [(0, start_signature.copy(numerator=length.numerator, denominator=length.denominator))]
+    for tick, msg in timed:
+        if msg is start_signature:
+            if restated:
+                continue
+            tick = first_bar
+        moved.append((tick, msg))
+    moved.sort(key=lambda pair: pair[0])  # stable: same-tick events keep their order, end_of_track stays last
+    conductor[:] = [msg.copy(time=tick - previous)
+                    for (tick, msg), previous in zip(moved, [0] + [tick for tick, _ in moved[:-1]])]
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    return buffer.getvalue()
+
+
+@contextmanager
+def _no_beaming():
+    """Parse without music21's beaming (patched out of `Stream.makeBeams` for the block).
+
+    The ABC reader beams every tune, a fifth of its parse time, and beams are notation
+    that MIDI never sees (the exported bytes are identical).
+    """
+    from music21 import stream
+
+    real = stream.Stream.makeBeams
+    stream.Stream.makeBeams = lambda self, *args, **kwargs: None if kwargs.get("inPlace") else self
+    try:
+        yield
+    finally:
+        stream.Stream.makeBeams = real
+
+
+def _unshare_context_objects(score) -> None:
+    """Give each measure its own time/key signature and tempo objects.
+
+    music21's ABC reader puts one TimeSignature object into several measures of a tune
+    with changing meters (many Essen songs); MIDI export then fails when it gathers them
+    into its conductor track ("already found in this Stream").
+    """
+    import copy
+
+    from music21 import key, meter, tempo
+
+    seen: set[int] = set()
+    for container in score.recurse(streamsOnly=True, includeSelf=True):
+        for element in list(container.getElementsByClass((meter.TimeSignature, key.KeySignature,
+                                                          tempo.MetronomeMark))):
+            if id(element) in seen:
+                container.replace(element, copy.deepcopy(element))
+            else:
+                seen.add(id(element))
+
+
+def _drop_repeats(score) -> None:
+    """Remove repeat barlines, endings and repeat expressions, so the score reads straight through."""
+    from music21 import bar, repeat, spanner, stream
+
+    for measure in score[stream.Measure]:
+        for side in ("leftBarline", "rightBarline"):
+            if isinstance(getattr(measure, side), bar.Repeat):
+                setattr(measure, side, None)
+        for expression in list(measure.getElementsByClass(repeat.RepeatExpression)):
+            measure.remove(expression)
+    for container in score.recurse(streamsOnly=True, includeSelf=True):
+        for bracket in list(container.getElementsByClass(spanner.RepeatBracket)):
+            container.remove(bracket)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else ""
+
+
+def _write_manifest(out: Path, catalogue: dict[str, list[Piece]]) -> list[dict]:
+    """Rewrite `out/manifest.csv`: every file of the built styles, plus rows kept for other styles.
+
+    Rows of styles not built now are kept while their files exist. `notes` and `seconds`
+    are read back from each file with symusic; a file that cannot be read is left out.
+    """
+    from symusic import Score
+
+    rows = [row for row in read_manifest(out)
+            if row.get("style") not in catalogue and (out / row.get("file", "")).is_file()]
+    for row in rows:  # a manifest written before the licence column
+        if not row.get("licence") and row.get("style") in STYLES:
+            row["licence"] = STYLES[row["style"]].licence
+    for style, pieces in catalogue.items():
+        source_of = {piece.name: piece.source for piece in pieces}
+        for midi in sorted((out / style).glob("*.mid")):
+            try:
+                score = Score(str(midi), ttype="second")
+            except Exception:  # not ours to judge here: `midigen.data.cache` reports unreadable files
+                continue
+            rows.append({"file": f"{style}/{midi.name}", "style": style, "source": source_of.get(midi.name, ""),
+                         "notes": sum(len(track.notes) for track in score.tracks),
+                         "seconds": f"{score.end():.2f}", "licence": STYLES[style].licence})
+    rows.sort(key=lambda row: row["file"])
+    _write_csv(out / MANIFEST, MANIFEST_COLUMNS, rows)
+    return rows
+
+
+def read_manifest(root: Path) -> list[dict]:
+    """The rows of `root/manifest.csv` (none when there is no manifest)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _read_skipped(out: Path) -> dict[tuple[str, str], dict]:
+    """The pieces `out/skipped.csv` says failed before: (style, source) -> its row."""
+    path = out / SKIPPED
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {(row["style"], row["source"]): row for row in csv.DictReader(fh)
+                if row.get("style") and row.get("source")}
+
+
+def _write_skipped(out: Path, skipped: dict[tuple[str, str], dict]) -> None:
+    path = out / SKIPPED
+    if skipped:
+        _write_csv(path, SKIPPED_COLUMNS, sorted(skipped.values(), key=lambda row: (row["style"], row["source"])))
+    elif path.exists():
+        path.unlink()
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    part = path.with_name(f".{path.name}.part")
+    with part.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(part, path)
+
+
+def _music21_version() -> str:
+    try:
+        return importlib.metadata.version("music21")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def print_styles(root: str | Path = "data/corpus") -> None:
+    """`midigen data styles`: each style's name, pieces in music21's corpus, files and notes built, description.
+
+    The built counts come from `root/manifest.csv`; without one they read "-".
+    """
+    root = Path(root)
+    rows = read_manifest(root)
+    files, notes = Counter(), Counter()
+    for row in rows:
+        files[row["style"]] += 1
+        notes[row["style"]] += int(row.get("notes") or 0)
+    table = [("style", "in music21", "built", "notes", "description")]
+    for name, style in STYLES.items():
+        built = (f"{files[name]:,}", f"{notes[name]:,}") if rows else ("-", "-")
+        table.append((name, f"{len(list_pieces(name)):,}", *built, style.description))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    for line in table:
+        print(f"{line[0]:<{widths[0]}}  {line[1]:>{widths[1]}}  {line[2]:>{widths[2]}}  {line[3]:>{widths[3]}}  "
+              f"{line[4]}")
+    if rows:
+        print(f"built: {root / MANIFEST} ({len(rows):,} files; its licence column gives each source's terms)")
+    else:
+        print(f"no corpus built in {root}: `midigen data build --styles all --limit 300` builds every style")

@@ -1,0 +1,94 @@
+"""`midigen train [overrides]` / `python -m midigen.train`: the Hydra training app.
+
+Composes conf/train.yaml (data, model, optim, trainer, callbacks, logger, experiment) and
+runs one training per job (`midigen.train.run`); a sweep (`-m`) runs one process-local
+job after another, one MLflow run each, and a failing job does not stop the others. With
+Hydra 1.3 (`version_base="1.3"`) the working directory is not changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from midigen.errors import MidigenError, first_line
+from midigen.train.config import CONF_DIR, hydra_error_line
+from midigen.train.run import train
+
+log = logging.getLogger(__name__)
+
+
+# For run_cli, which reports after Hydra returns: a single run's user error (raised from the
+# task function, Hydra would print its own lines too), and the sweep jobs that failed in
+# this process as (job number, overrides, error).
+USER_ERROR: list[MidigenError] = []
+
+FAILED_JOBS: list[tuple[int, str, str]] = []
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    sweep = hydra_cfg.mode.name == "MULTIRUN"
+    try:
+        results = train(cfg)
+    except Exception as exc:
+        if not sweep:
+            if isinstance(exc, MidigenError):
+                USER_ERROR.append(exc)
+                return None
+            raise
+        # One bad job must not take the sweep down: its run (if it got one) is FAILED with tag
+        # `error`, and the sweeper (Optuna too) sees the worst possible value.
+        if isinstance(exc, MidigenError):
+            log.error("job %s failed: %s", hydra_cfg.job.num, exc)
+        else:
+            log.exception("job %s failed", hydra_cfg.job.num)
+        message = str(exc) if isinstance(exc, MidigenError) else f"{type(exc).__name__}: {exc}"
+        FAILED_JOBS.append((hydra_cfg.job.num, " ".join(hydra_cfg.overrides.task), first_line(message)))
+        return float("inf")
+    value = results.get(cfg.optimized_metric) or results.get("val/best_nll")
+    return float(value) if value is not None else None
+
+def run_cli(argv: list[str]) -> int:
+    """Entry for `midigen train ...`: Hydra reads its arguments from sys.argv.
+
+    Returns 0, 1 when sweep jobs failed (after all of them ran), or 130 on Ctrl-C; Hydra's
+    composition errors (unknown key, missing option, unparsable override) become one
+    MidigenError line.
+    """
+    sys.argv = [sys.argv[0].replace("midigen", "midigen-train") if sys.argv else "midigen-train", *argv]
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing, so we print one line
+    USER_ERROR.clear()
+    FAILED_JOBS.clear()
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise MidigenError(hydra_error_line(exc)) from None
+    except KeyboardInterrupt as exc:
+        print(f"midigen: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
+    if USER_ERROR:
+        raise USER_ERROR[0]
+    if FAILED_JOBS:
+        swept = _swept_keys(argv)
+        for num, overrides, error in FAILED_JOBS:
+            varied = [o for o in overrides.split() if o.split("=", 1)[0].lstrip("+~") in swept] or [overrides]
+            print(f"midigen: error: sweep job {num} ({' '.join(varied)}) failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+def _swept_keys(argv: list[str]) -> set[str]:
+    """The keys a command line sweeps over (`optim.lr=1e-3,3e-3`), to name failed jobs briefly."""
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:
+        return set()
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}

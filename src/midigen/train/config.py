@@ -1,0 +1,141 @@
+"""The training app's configuration: where conf/ is, and checking a composed config.
+
+Shared helpers below the apps (`midigen.train.app`, the seed's note regression): refuse a
+wrong-typed override in one line, turn a config value that breaks building an object into
+one line, turn Hydra's composition errors into one line, flatten a config for MLflow
+params, and the git commit a run records.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from contextlib import contextmanager
+
+import typing
+
+from hydra import compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException, MissingConfigException, OverrideParseException
+from hydra.utils import get_object
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from midigen.errors import MidigenError, first_line
+from midigen.tracking import repo_root
+
+CONF_DIR = repo_root() / "conf"
+
+if not OmegaConf.has_resolver("midigen_root"):
+    OmegaConf.register_new_resolver("midigen_root", lambda: str(repo_root()))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+def flatten(cfg: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+@contextmanager
+def config_errors(section: str):
+    """A config value that breaks building `section` (data, model, trainer) -> one MidigenError line."""
+    try:
+        yield
+    except MidigenError:
+        raise
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, MidigenError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError, ImportError, MisconfigurationException)):
+            raise MidigenError(f"{section}: {first_line(cause)}; check the {section}.* settings") from None
+        raise
+    except (ValueError, MisconfigurationException) as exc:
+        raise MidigenError(f"{section}: {first_line(exc)}; check the {section}.* settings") from None
+
+def check_override_types(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse, in one line, a value override of the wrong type (`model.hidden_size=abc`).
+
+    A setting's type is the one it has without the command line's value overrides (conf/
+    with the chosen groups and experiment). null is allowed either way, and a text setting
+    takes anything.
+    """
+    def sets_a_value(o) -> bool:  # noqa: ANN001
+        if o.is_add() or o.is_delete() or o.is_hydra_override() or o.is_sweep_override():
+            return False
+        node = OmegaConf.select(cfg, o.key_or_group, default=None)
+        return node is not None and not isinstance(node, (DictConfig, ListConfig))
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    values = [o for o in parsed if sets_a_value(o)]
+    if not values:
+        return
+    base = compose(config_name="train", overrides=[o.input_line for o in parsed if o not in values])
+    for o in values:
+        expected = OmegaConf.select(base, o.key_or_group, default=None)
+        got = OmegaConf.select(cfg, o.key_or_group, default=None)
+        if not _same_kind(expected, got) and not _takes_text(cfg, o.key_or_group):
+            raise MidigenError(f"{o.input_line}: {o.key_or_group} takes {_kind(expected)} "
+                               f"(like its default {expected!r}), not {got!r}")
+
+def _takes_text(cfg: DictConfig, key: str) -> bool:
+    """Whether the class a config node builds (`_target_`) declares that this parameter takes
+    text too, whatever its default (`trainer.devices=auto`, `trainer.val_check_interval=...`)."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if not target:
+        return False
+    try:
+        built = get_object(target)
+        hint = typing.get_type_hints(built.__init__ if isinstance(built, type) else built).get(name)
+    except Exception:  # an unresolvable annotation says nothing either way
+        return False
+    return hint is str or hint is typing.Any or str in typing.get_args(hint)
+
+def _same_kind(expected: object, got: object) -> bool:
+    if expected is None or got is None or isinstance(expected, str):
+        return True
+    if isinstance(expected, bool) or isinstance(got, bool):
+        return isinstance(expected, bool) and isinstance(got, bool)
+    if isinstance(expected, int):
+        return isinstance(got, int)
+    if isinstance(expected, float):
+        return isinstance(got, (int, float))
+    return True
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    return "a whole number" if isinstance(value, int) else "a number"
+
+def hydra_error_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line that says what to do."""
+    text = str(exc)
+    if isinstance(exc, MissingConfigException):
+        head = first_line(text).removeprefix("In 'train': ")
+        options = getattr(exc, "options", None) or []
+        return f"{head}; choose one of: {', '.join(options)}" if options else head
+    if isinstance(exc, OverrideParseException):
+        return (f"cannot read the override ({first_line(text)}); quote values with spaces or non-ASCII "
+                "characters: key='value'")
+    cause = exc.__cause__
+    if "Could not override" in text and cause is not None:
+        hint = next((line for line in text.splitlines() if line.startswith("To append")), "")
+        key = getattr(cause, "full_key", None) or first_line(text)
+        return (f"no setting named {key} ({first_line(cause)}): check the spelling against conf/"
+                + (f"; {hint[0].lower()}{hint[1:]}" if hint else ""))
+    lines = [first_line(text)] + ([first_line(cause)] if cause is not None else [])
+    return "; ".join(line for line in lines if line)

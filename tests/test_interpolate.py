@@ -1,0 +1,77 @@
+"""`midigen interpolate`: clips from A to B that keep generate's DAW facts, and whose ends are
+exactly a continuation of A and of B."""
+
+from __future__ import annotations
+
+import mido
+import numpy as np
+import pytest
+
+from midigen.errors import MidigenError
+from midigen.producer.bundle import load_bundle
+from midigen.producer.generate import GenerateRequest, generate_batch
+from midigen.producer.interpolate import blend_weights, interpolate_batch, spearman
+
+from conftest import CORPUS, REPO
+
+A = CORPUS / "chorale" / "bwv1.6.mid"
+B = sorted((CORPUS / "fiddle").glob("*.mid"))[0]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(REPO / "models" / "pretrained")
+
+
+def test_blend_weights_run_from_a_to_b():
+    assert blend_weights(2) == [0.0, 1.0]
+    assert blend_weights(5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    with pytest.raises(MidigenError, match="--steps 1"):
+        blend_weights(1)
+
+
+def test_spearman_against_hand_computed_values():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # d = rank differences (0, 2, -1, -1) -> 1 - 6 * 6 / (4 * 15) = 0.4
+    assert spearman([1, 2, 3, 4], [1, 4, 2, 3]) == pytest.approx(0.4)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+
+
+def test_the_ends_are_plain_continuations_of_a_and_of_b(bundle):
+    req = GenerateRequest(bars=2, seed=4, max_copy=None)
+    clips = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1")
+    assert [c["weight"] for c in clips] == [0.0, 0.5, 1.0]
+    follow_a = generate_batch(bundle, GenerateRequest(num=1, bars=2, seed=4, max_copy=None, context=str(A),
+                                                      style={"chorale": 1.0}))[0]
+    follow_b = generate_batch(bundle, GenerateRequest(num=1, bars=2, seed=4, max_copy=None, context=str(B),
+                                                      style={"fiddle": 1.0}))[0]
+    assert clips[0]["midi"] == follow_a["midi"]
+    assert clips[-1]["midi"] == follow_b["midi"]
+    assert clips[1]["midi"] not in (follow_a["midi"], follow_b["midi"])
+
+
+def test_every_clip_keeps_generates_daw_facts_and_is_reproducible(bundle, tmp_path):
+    req = GenerateRequest(bars=4, bpm=100, seed=9, max_copy=None)
+    clips = interpolate_batch(bundle, A, B, 4, req)
+    again = interpolate_batch(bundle, A, B, 4, req)
+    assert [c["midi"] for c in clips] == [c["midi"] for c in again]
+    assert len({c["name"] for c in clips}) == 4 and clips[0]["name"].endswith("_step1of4.mid")
+    for clip in clips:
+        path = tmp_path / clip["name"]
+        path.write_bytes(clip["midi"])
+        midi = mido.MidiFile(path)
+        assert len([t for t in midi.tracks if any(m.type == "note_on" for m in t)]) == 1
+        ticks = sum(m.time for m in midi.tracks[-1])
+        assert ticks == 4 * 4 * midi.ticks_per_beat  # exactly 4 bars
+        on, off, _ = clip["notes"]
+        assert len(on) > 0 and (off > on).all() and off.max() <= ticks
+
+
+def test_interpolate_refuses_what_it_sets_itself(bundle, tmp_path):
+    with pytest.raises(MidigenError, match="no such MIDI file"):
+        interpolate_batch(bundle, tmp_path / "missing.mid", B, 3, GenerateRequest())
+    with pytest.raises(MidigenError, match="leave out --primer and --style"):
+        interpolate_batch(bundle, A, B, 3, GenerateRequest(style={"chorale": 1.0}))
+    with pytest.raises(MidigenError, match="unknown style jazz"):
+        interpolate_batch(bundle, A, B, 3, GenerateRequest(max_copy=None), style_a="jazz=1")
