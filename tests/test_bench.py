@@ -204,9 +204,9 @@ def test_bench_rows_at_tiny_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_bench_subprocess_rows_at_tiny_sizes(tmp_path):
-    report = run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"generate", "memory"}, log=lambda line: None)
+    report = run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"generate", "memory", "audio"}, log=lambda line: None)
     check_report(report, {"generate_cold_start", "producer_import", "memory_training_epoch_1x",
-                          "memory_training_epoch_2x", "memory_generate_64"})
+                          "memory_training_epoch_2x", "memory_generate_64", "audio_render_seconds"})
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["producer_import"]["met"], rows["producer_import"]["notes"]  # no lightning/hydra/mlflow loaded
 
@@ -221,6 +221,6 @@ def test_quick_bench_samples_the_same_workload_as_the_full_one():
 def test_bench_groups_are_a_registry_and_unknown_groups_are_refused(tmp_path):
     from midigen.errors import MidigenError
 
-    assert list(GROUPS) == ["tokenize", "training", "sampling", "generate", "memory"]
+    assert list(GROUPS) == ["tokenize", "training", "sampling", "generate", "memory", "audio"]
     with pytest.raises(MidigenError, match="no bench group nope"):
         run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"nope"}, log=lambda line: None)

@@ -2,7 +2,7 @@
 
     midigen.errors, .tracking, .model      shared by everything
     midigen.data        MIDI -> events -> tokens, the corpus, the token cache (and the DataModule)
-    midigen.evaluation  metrics, piano rolls, originality, style fidelity
+    midigen.evaluation  metrics, piano rolls, originality, style fidelity, `midigen evaluate`
     midigen.producer    bundle, sampling, native kernels, generate, audio (what `midigen generate` runs)
     midigen.train       the Hydra app, LightningModule, callbacks, registration, baselines
     midigen.bench       side-by-side benchmarks of all of the above

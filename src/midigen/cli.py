@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from midigen.errors import exit_status
+from midigen.errors import MidigenError, exit_status
 
 
 def _cmd_data_build(args: argparse.Namespace) -> int:
@@ -58,8 +58,16 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from midigen.evaluation.metrics import evaluate_command
+    from midigen.evaluation.evaluate import evaluate_command
 
+    if args.style_of:  # a registry URI or folder -> the classifier file in its bundle
+        from midigen.producer.bundle import STYLE_CLASSIFIER, find_bundle_dir, resolve_model
+
+        folder = find_bundle_dir(resolve_model(args.style_of))
+        args.style_classifier = folder / STYLE_CLASSIFIER
+        if not args.style_classifier.exists():
+            raise MidigenError(f"{args.style_of}: this model carries no style classifier (trained before "
+                               "midigen shipped one, or on a single style); retrain it to use --style-of")
     return evaluate_command(args)
 
 
@@ -67,6 +75,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from midigen.producer.generate import generate_command
 
     return generate_command(args)
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from midigen.producer.interpolate import interpolate_command
+
+    return interpolate_command(args)
 
 
 def _cmd_models_pull(args: argparse.Namespace) -> int:
@@ -130,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("dir")
     ev.add_argument("--reference", help="folder of real MIDI files to compare distributions with")
     ev.add_argument("--against", metavar="MODEL", help="model whose training-corpus index measures copying")
+    ev.add_argument("--style-of", metavar="MODEL", help="the style each file sounds like, by the model's style classifier")
+    ev.add_argument("--expect", metavar="STYLE", help="with --style-of: the style the folder should be (its fidelity)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -138,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write MIDI ideas from a trained model")
     add_generate_arguments(gen)
     gen.set_defaults(func=_cmd_generate)
+
+    from midigen.producer.interpolate import add_interpolate_arguments
+
+    inter = sub.add_parser("interpolate", help="clips that move from one MIDI clip to another")
+    add_interpolate_arguments(inter)
+    inter.set_defaults(func=_cmd_interpolate)
 
     models = sub.add_parser("models", help="registered models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -149,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the baselines")
     bench.add_argument("--quick", action="store_true", help="smaller sizes; the whole run in about 3 minutes")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    bench.add_argument("--only", metavar="GROUPS", help="comma-separated row groups: tokenize,training,sampling,generate,memory")
+    bench.add_argument("--only", metavar="GROUPS", help="comma-separated row groups: tokenize,training,sampling,generate,memory,audio")
     bench.set_defaults(func=_cmd_bench)
 
     kern = sub.add_parser("kernels", help="the native sampling kernels: build them for this machine, or check")

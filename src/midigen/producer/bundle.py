@@ -6,6 +6,7 @@ A bundle is a folder:
     tokenizer.json      the tokenizer's parameters (miditok's JSON)
     config.json         {"model": ModelConfig, "styles": [...], "run": {...}, "metrics": {...}}
     originality.npz     n-gram index of the training corpus (when built)
+    style_classifier.json  the style classifier fitted on the training split (when built)
     MODEL_CARD.md       what it was trained on, its figures, the commit
 
 `resolve_model` turns what a producer types after `--model` into a local bundle (or
@@ -31,6 +32,7 @@ from midigen.model import EventLSTM, ModelConfig
 
 WEIGHTS, TOKENIZER, CONFIG, INDEX, CARD = (
     "model.safetensors", "tokenizer.json", "config.json", "originality.npz", "MODEL_CARD.md")
+STYLE_CLASSIFIER = "style_classifier.json"
 
 
 @dataclass
@@ -48,6 +50,16 @@ class Bundle:
     def index_path(self) -> Path | None:
         p = self.path / INDEX if self.path.is_dir() else None
         return p if p is not None and p.exists() else None
+
+    @property
+    def style_classifier(self):  # noqa: ANN201 - a StyleClassifier, or None where the bundle has none
+        """The style classifier fitted on the model's training split (what `--style-of` asks)."""
+        p = self.path / STYLE_CLASSIFIER if self.path.is_dir() else None
+        if p is None or not p.exists():
+            return None
+        from midigen.evaluation.style import StyleClassifier
+
+        return StyleClassifier.load(p)
 
 
 def save_bundle(out_dir: str | Path, model: EventLSTM, tokenizer_json: str | Path, meta: dict | None = None,

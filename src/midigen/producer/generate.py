@@ -307,17 +307,22 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--bars", type=int, default=None, help="length in 4/4 bars, exact (default 8)")
     length.add_argument("--events", type=int, default=None, help="length in events instead of bars")
-    p.add_argument("--bpm", type=float, default=120.0, help="tempo written to the file (default 120)")
     p.add_argument("--style", default=None, help="style weights, e.g. chorale=0.6,fiddle=0.4")
+    p.add_argument("--primer", default=None, help="a MIDI clip to continue; kept verbatim at the start")
+    p.add_argument("--note-range", default="36-99", help="start pitches LOW-HIGH (default 36-99)")
+    add_clip_arguments(p)
+
+
+def add_clip_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every command that writes clips shares (generate, interpolate)."""
+    p.add_argument("--bpm", type=float, default=120.0, help="tempo written to the file (default 120)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest events (0 = off)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (1 = off)")
     p.add_argument("--key", default=None, help="restrict NOTE_ONs to a key, e.g. 'F# minor'")
     p.add_argument("--scale", default=None, help=f"scale of --key: {', '.join(SCALES)}")
-    p.add_argument("--primer", default=None, help="a MIDI clip to continue; kept verbatim at the start")
     p.add_argument("--seed", type=int, default=0,
                    help="same seed + model + options = identical files (on one machine and kernel build)")
-    p.add_argument("--note-range", default="36-99", help="start pitches LOW-HIGH (default 36-99)")
     p.add_argument("--repetition-penalty", type=float, default=0.3,
                    help="anti-stuck: logit penalty per recent repeat of a pitch (0 = off; default 0.3)")
     p.add_argument("--max-note-beats", type=float, default=4.0, help="end any note held this long (default 4)")
@@ -331,8 +336,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview", action="store_true", help="write a piano-roll PNG beside each file")
     p.add_argument("--audio", nargs="?", const="wav", default=None, metavar="FORMAT",
                    help="write an audio preview beside each file: wav (the default when FORMAT is left out), "
-                        "flac or ogg (these two need the soundfile package). FluidSynth with a General MIDI "
-                        "SoundFont when installed, else a built-in piano")
+                        "mp3, flac or ogg. FluidSynth with a General MIDI SoundFont when installed, else a "
+                        "built-in piano")
     p.add_argument("--soundfont", default=None, metavar="SF2",
                    help="the SoundFont for --audio (implies --audio wav); needs FluidSynth. Default: "
                         "$MIDIGEN_SOUNDFONT, else one found in /usr/share/sounds/sf2, /usr/share/soundfonts or "
@@ -375,30 +380,49 @@ def default_model_ref() -> str:
     raise MidigenError("no model to generate with: train one (`make train`) or pass --model")
 
 
-def generate_command(args: argparse.Namespace) -> int:
-    import json
+def clip_request(args: argparse.Namespace, **fields) -> GenerateRequest:
+    """A GenerateRequest from the options `add_clip_arguments` defines, plus `fields`."""
+    return GenerateRequest(
+        bpm=args.bpm, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, key=args.key,
+        scale=args.scale, seed=args.seed, repetition_penalty=args.repetition_penalty,
+        max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name,
+        max_copy=parse_max_copy(args.max_copy), kernels=args.kernels, **fields)
 
+
+def audio_settings(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(format, renderer) for --audio/--soundfont, or (None, None). Checked before any sampling:
+    a bad format or a missing SoundFont fails in a second, not after minutes of work."""
+    if args.audio is None and args.soundfont is None:
+        return None, None
+    from midigen.producer.audio import available_renderer, check_format
+
+    return check_format(args.audio or "wav"), available_renderer(args.soundfont)
+
+
+def generate_command(args: argparse.Namespace) -> int:
     from midigen.producer.bundle import load_bundle, resolve_model
 
-    req = GenerateRequest(
-        num=args.num, bars=args.bars if args.bars is not None else (None if args.events else 8), events=args.events,
-        bpm=args.bpm, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        style=parse_style(args.style), key=args.key, scale=args.scale, primer=args.primer, seed=args.seed,
-        note_range=parse_range(args.note_range), repetition_penalty=args.repetition_penalty,
-        max_note_beats=args.max_note_beats, velocity=args.velocity, name=args.name,
-        max_copy=parse_max_copy(args.max_copy), kernels=args.kernels)
+    req = clip_request(args, num=args.num, bars=args.bars if args.bars is not None else (None if args.events else 8),
+                       events=args.events, style=parse_style(args.style), primer=args.primer,
+                       note_range=parse_range(args.note_range))
     validate(req)
-    # Audio options fail here, before minutes of sampling: a bad format, a missing SoundFont.
-    audio_format = renderer = None
-    if args.audio is not None or args.soundfont is not None:
-        from midigen.producer.audio import available_renderer, check_format
-
-        audio_format = check_format(args.audio or "wav")
-        renderer = available_renderer(args.soundfont)
-    out = Path(args.out)
+    audio = audio_settings(args)
     ref = args.model or default_model_ref()
     bundle = load_bundle(resolve_model(ref))
-    results = generate_batch(bundle, req)
+    return write_clips(generate_batch(bundle, req), args, ref, audio)
+
+
+def write_clips(results: list[dict], args: argparse.Namespace, ref: str, audio: tuple[str | None, str | None],
+                report: dict | None = None) -> int:
+    """Write generated clips into --out (with --preview PNGs and --audio recordings beside them)
+    and say what was written: a line per file, or with --json one object (`report` adds to it).
+
+    Everything is written aside first and moved in at the end: an error leaves no partial set
+    of files behind; files that exist are refused without --force."""
+    import json
+
+    audio_format, renderer = audio
+    out = Path(args.out)
     targets = [out / r["name"] for r in results]
     extras = [".png"] if args.preview else []
     extras += [f".{audio_format}"] if audio_format else []
@@ -407,7 +431,6 @@ def generate_command(args: argparse.Namespace) -> int:
     if clashes and not args.force:
         raise MidigenError(f"{clashes[0]} exists ({len(clashes)} files would be overwritten): use --force or "
                            "another --out/--seed")
-    # Write everything aside first: an error leaves no partial set of files behind.
     out.mkdir(parents=True, exist_ok=True)
     audio_files = []
     with tempfile.TemporaryDirectory(dir=out) as staging:
@@ -429,10 +452,10 @@ def generate_command(args: argparse.Namespace) -> int:
     summary = _summarise(results)
     if args.json:
         copies = {str(t): r["copy"] for t, r in zip(targets, results) if r["copy"]}
-        report = {"model": ref, "files": [str(t) for t in targets], "metrics": summary, "copy": copies}
+        payload = {"model": ref, "files": [str(t) for t in targets], "metrics": summary, "copy": copies, **(report or {})}
         if audio_format:
-            report["audio"] = {"renderer": renderer, "format": audio_format, "files": [str(a) for a in audio_files]}
-        print(json.dumps(report, default=float))
+            payload["audio"] = {"renderer": renderer, "format": audio_format, "files": [str(a) for a in audio_files]}
+        print(json.dumps(payload, default=float))
         return 0
     for t, r in zip(targets, results):
         on, _, pitch = r["notes"]
@@ -441,6 +464,8 @@ def generate_command(args: argparse.Namespace) -> int:
         if copy and copy.get("resampled"):
             extra += f" (resampled {copy['resampled']}x"
             extra += f", still above --max-copy {copy['max_copy']:.2f})" if copy["over"] else ")"
+        if "weight" in r:
+            extra += f"  weight of B {r['weight']:.2f}"
         if audio_format:
             extra += f"  + {t.with_suffix('.' + audio_format).name}"
         print(f"wrote {t}  {len(on)} notes{extra}")

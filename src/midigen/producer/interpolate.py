@@ -38,10 +38,15 @@ def file_style(bundle, path: str | Path, explicit: str | None) -> dict[str, floa
         return parse_style(explicit)
     if not bundle.styles:
         return None
-    classifier = getattr(bundle, "style_classifier", None)
+    classifier = bundle.style_classifier
     if classifier is None:
         return None  # the model's even blend
-    probabilities = classifier.classify_file(path)
+    from midigen.evaluation.style import classify_files
+
+    verdict = classify_files(classifier, Path(path))["files"]
+    if not verdict:
+        return None
+    probabilities = next(iter(verdict.values()))["probabilities"]
     known = {s: p for s, p in probabilities.items() if s in bundle.styles}
     total = sum(known.values())
     return {s: p / total for s, p in known.items()} if total > 0 else None
@@ -92,3 +97,31 @@ def _ranks(values: np.ndarray) -> np.ndarray:
         tied = values == value
         ranks[tied] = ranks[tied].mean()
     return ranks
+
+
+def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
+    from midigen.producer.generate import add_clip_arguments
+
+    p.add_argument("a", metavar="A.mid", help="the clip to start from")
+    p.add_argument("b", metavar="B.mid", help="the clip to end at")
+    p.add_argument("--steps", type=int, default=5, help="clips from A to B, both ends included (default 5)")
+    p.add_argument("--model", default=None, help="as for generate (default: the champion, else the pretrained model)")
+    p.add_argument("--bars", type=int, default=8, help="length of each clip in 4/4 bars, exact (default 8)")
+    p.add_argument("--style-a", default=None, help="A's style weights (default: what the model's classifier hears)")
+    p.add_argument("--style-b", default=None, help="B's style weights (default: what the model's classifier hears)")
+    add_clip_arguments(p)
+
+
+def interpolate_command(args) -> int:  # noqa: ANN001
+    from midigen.producer.bundle import load_bundle, resolve_model
+    from midigen.producer.generate import audio_settings, clip_request, default_model_ref, validate, write_clips
+
+    req = clip_request(args, num=1, bars=args.bars)
+    validate(req)
+    blend_weights(args.steps)  # a bad --steps fails before the model loads
+    audio = audio_settings(args)
+    ref = args.model or default_model_ref()
+    bundle = load_bundle(resolve_model(ref))
+    clips = interpolate_batch(bundle, args.a, args.b, args.steps, req, args.style_a, args.style_b)
+    report = {"weights": [c["weight"] for c in clips], "styles": clips[0]["styles"]}
+    return write_clips(clips, args, ref, audio, report)

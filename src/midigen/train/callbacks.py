@@ -23,7 +23,7 @@ from midigen.producer.generate import GenerateRequest, generate_batch
 
 log = logging.getLogger(__name__)
 
-AUDIO_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}  # suffix: MIME type
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}  # suffix: MIME type
 SAMPLE_METRICS = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density",
                   "hanging_notes")
 

@@ -17,7 +17,23 @@ from midigen.data.events import PAD_ID, EventParams
 from midigen.model import EventLSTM, ModelConfig
 
 
-class EventLSTMModule(pl.LightningModule):
+class StagedSteps(pl.LightningModule):
+    """A LightningModule whose train/val/test steps are one `_step(batch, stage)`."""
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+
+class EventLSTMModule(StagedSteps):
     def __init__(self, model: dict, tokenizer: dict, optim: dict, scheduler: dict | None = None,
                  styles: list[str] | None = None):
         super().__init__()
@@ -66,15 +82,6 @@ class EventLSTMModule(pl.LightningModule):
     def _style_names(self) -> list[str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         return list(getattr(datamodule, "styles", None) or self.hparams.styles or [])
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     def _log_perplexity(self, stage: str) -> None:
         nll = self.trainer.callback_metrics.get(f"{stage}/nll")

@@ -261,6 +261,8 @@ def write_notes(path: str | Path, notes: np.ndarray, bpm: float = 120.0) -> Path
 
 import pytorch_lightning as pl  # noqa: E402  (training path only)
 
+from midigen.train.module import StagedSteps  # noqa: E402
+
 
 class NoteWindowDataModule(pl.LightningDataModule):
     """Windows of `window` notes -> the next note, over the train / val / test files."""
@@ -302,7 +304,7 @@ class NoteWindowDataModule(pl.LightningDataModule):
         return DataLoader(self.test_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
 
-class NoteRegressionModule(pl.LightningModule):
+class NoteRegressionModule(StagedSteps):
     """MSE on the next note; logs `{train,val,test}/mse` and each feature's share (`val/mse_pitch`, ...)."""
 
     def __init__(self, model: dict, optim: dict):
@@ -323,15 +325,6 @@ class NoteRegressionModule(pl.LightningModule):
             self.log(f"{stage}/mse_{name}", squared[:, i].mean(), on_step=False, on_epoch=True,
                      batch_size=notes.shape[0])
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
 
     def configure_optimizers(self):
         from hydra.utils import instantiate

@@ -23,7 +23,8 @@ from mlflow.exceptions import MlflowException
 from midigen.data.events import EventParams
 from midigen.data.tokenizer import OoreTokenizer
 from midigen.evaluation.originality import OriginalityIndex
-from midigen.producer.bundle import CARD, INDEX, save_bundle
+from midigen.evaluation.style import fit_from_corpus, held_out_accuracy
+from midigen.producer.bundle import CARD, INDEX, STYLE_CLASSIFIER, save_bundle
 from midigen.train.config import git_commit
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,26 @@ def build_originality_index(corpus, datamodule, index_path: Path) -> None:  # no
              len(train), reference["copy_ratio_mean"], reference["max_copy"])
     index.save(index_path)
 
+def fit_style_classifier(corpus, datamodule, options: dict | None, out_path: Path) -> dict | None:  # noqa: ANN001
+    """Fit the style classifier on the training split's excerpts and save it to `out_path`.
+
+    Returns {style: accuracy on the validation split's excerpts} (the ceiling a generated
+    clip's style fidelity is compared with), or None when there is nothing to tell apart
+    (fewer than two styles) or `options` is None."""
+    if not options or len(corpus.styles) < 2:
+        return None
+    splits = {f["rel"]: name for name in ("train", "val", "test") for f in corpus.split(name)}
+    root = Path(datamodule.root)
+    classifier = fit_from_corpus(root, splits=splits, styles=corpus.styles, bars=int(options.get("bars", 8)),
+                                 per_file=int(options.get("per_file", 4)))
+    classifier.save(out_path)
+    accuracy = held_out_accuracy(classifier, root, split="val", splits=splits)
+    log.info("style classifier: validation accuracy %s", ", ".join(f"{s} {a:.3f}" for s, a in accuracy.items()))
+    return accuracy
+
+
 def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, run_id: str,  # noqa: ANN001
-                  sampling, index_path: Path) -> Path:
+                  sampling, index_path: Path, classifier_path: Path | None = None) -> Path:
     bundle_dir = run_dir / "bundle"
     meta = {"run_id": run_id, "commit": git_commit(), "experiment": container["logger"]["experiment_name"],
             "model": module.net.config.to_dict(),
@@ -54,8 +73,11 @@ def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, 
     save_bundle(bundle_dir, module.net, run_dir / "tokenizer" / "tokenizer.json", meta)
     if index_path.exists():
         shutil.copyfile(index_path, bundle_dir / INDEX)
+    if classifier_path is not None and classifier_path.exists():
+        shutil.copyfile(classifier_path, bundle_dir / STYLE_CLASSIFIER)
     (bundle_dir / CARD).write_text(model_card(meta, container))
     return bundle_dir
+
 
 def model_card(meta: dict, container: dict) -> str:
     """The model card (Markdown): styles, tokenizer, training data, held-out NLL, the musical

@@ -92,6 +92,9 @@ def train(cfg: DictConfig) -> dict:
 
     index_path = run_dir / "originality.npz"
     registration.build_originality_index(corpus, datamodule, index_path)
+    classifier_path = run_dir / "style_classifier.json"
+    classifier_accuracy = registration.fit_style_classifier(corpus, datamodule, container.get("style_classifier"),
+                                                            classifier_path)
     ckpt_dir = run_dir / "checkpoints"
     cb_cfg = cfg.callbacks
     # save_last: last.ckpt is rewritten at the end of every epoch, the point `ckpt_path=last` resumes from.
@@ -126,7 +129,8 @@ def train(cfg: DictConfig) -> dict:
                                                          "tracking_uri": uri}))
     try:
         results = _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint, sampling,
-                               client, run_id, run_dir, ckpt_path, index_path, uri, started)
+                               client, run_id, run_dir, ckpt_path, index_path, uri, started,
+                               classifier_accuracy)
     except BaseException as exc:
         _end_run(client, run_id, exc, ckpt_dir)
         # Lightning turns Ctrl-C into exit(1) and SIGTERM into SIGTERMException (a SystemExit).
@@ -138,7 +142,7 @@ def train(cfg: DictConfig) -> dict:
 
 def _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint, sampling,  # noqa: ANN001, PLR0913
                  client, run_id: str, run_dir: Path, ckpt_path: str | None, index_path: Path, uri: str,
-                 started: float) -> dict:
+                 started: float, classifier_accuracy: dict | None) -> dict:
     """Everything that happens while the MLflow run is open: log, fit, test, bundle, register."""
     tok_dir = run_dir / "tokenizer"
     registration.save_tokenizer(container["tokenizer"], tok_dir)  # the bundle copies it, resumed runs too
@@ -155,6 +159,8 @@ def _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint
         for key, value in summary.items():
             if isinstance(value, int):
                 client.log_metric(run_id, f"data/{key}", value)
+        for style, accuracy in (classifier_accuracy or {}).items():
+            client.log_metric(run_id, f"style_classifier/val_acc/{style}", accuracy)
     else:
         client.set_tag(run_id, "resumed_from", ckpt_path)
     if corpus.skipped:
@@ -189,7 +195,8 @@ def _fit_and_log(cfg, trainer, module, datamodule, corpus, container, checkpoint
         client.log_metric(run_id, "train_minutes", results["train_minutes"])
         if cfg.logger.log_checkpoints and best:
             client.log_artifact(run_id, best, "checkpoints")
-        bundle_dir = registration.write_bundle(module, run_dir, container, corpus, results, run_id, sampling, index_path)
+        bundle_dir = registration.write_bundle(module, run_dir, container, corpus, results, run_id, sampling,
+                                                index_path, run_dir / "style_classifier.json")
         if cfg.registry.name:
             summary = corpus.summary()
             score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
