@@ -36,6 +36,15 @@ test: $(STAMP) kernels ## install and run the fast test suite
 test-slow: $(STAMP) ## run the slow tests (real training runs, servers, multi-process)
 	$(PY) -m pytest -q -m slow tests
 
+# Debian's Chromium drives the browser test (a test tool's own browser download does not work here).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+test-browser: $(STAMP) ## install headless Chromium + Playwright, check the MLflow UI in a real browser
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	$(PIP) install -q -e '.[browser]'
+	$(PY) -m pytest -q -m browser tests
+
 generate: $(STAMP) kernels ## generate 8 MIDI ideas from the champion model (or the shipped pretrained one) into ideas/
 	$(VENV)/bin/midigen generate --num 8 --bars 8 --out ideas --force $(ARGS)
 
@@ -53,4 +62,4 @@ ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store
 clean: ## remove caches and run outputs (keeps data/corpus and mlflow.db)
 	rm -rf outputs multirun .pytest_cache data/cache
 
-.PHONY: help install kernels data train test test-slow generate bench study ui clean
+.PHONY: help install kernels data train test test-slow test-browser generate bench study ui clean

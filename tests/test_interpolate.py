@@ -39,7 +39,7 @@ def test_spearman_against_hand_computed_values():
 
 
 def test_the_ends_are_plain_continuations_of_a_and_of_b(bundle):
-    req = GenerateRequest(bars=2, seed=4, max_copy=None)
+    req = GenerateRequest(num=1, bars=2, seed=4, max_copy=None)
     clips = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1")
     assert [c["weight"] for c in clips] == [0.0, 0.5, 1.0]
     follow_a = generate_batch(bundle, GenerateRequest(num=1, bars=2, seed=4, max_copy=None, context=str(A),
@@ -52,7 +52,7 @@ def test_the_ends_are_plain_continuations_of_a_and_of_b(bundle):
 
 
 def test_every_clip_keeps_generates_daw_facts_and_is_reproducible(bundle, tmp_path):
-    req = GenerateRequest(bars=4, bpm=100, seed=9, max_copy=None)
+    req = GenerateRequest(num=1, bars=4, bpm=100, seed=9, max_copy=None)
     clips = interpolate_batch(bundle, A, B, 4, req)
     again = interpolate_batch(bundle, A, B, 4, req)
     assert [c["midi"] for c in clips] == [c["midi"] for c in again]
@@ -75,3 +75,13 @@ def test_interpolate_refuses_what_it_sets_itself(bundle, tmp_path):
         interpolate_batch(bundle, A, B, 3, GenerateRequest(style={"chorale": 1.0}))
     with pytest.raises(MidigenError, match="unknown style jazz"):
         interpolate_batch(bundle, A, B, 3, GenerateRequest(max_copy=None), style_a="jazz=1")
+
+
+def test_variations_share_their_random_numbers_along_the_steps(bundle):
+    req = GenerateRequest(num=2, bars=2, seed=5, max_copy=None)
+    clips = interpolate_batch(bundle, A, B, 2, req, style_a="chorale=1", style_b="fiddle=1")
+    assert [(c["step"], c["variation"]) for c in clips] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert clips[0]["name"].endswith("_step1of2_01.mid") and clips[3]["name"].endswith("_step2of2_02.mid")
+    assert clips[0]["midi"] != clips[1]["midi"]  # two variations of a step differ
+    again = interpolate_batch(bundle, A, B, 2, req, style_a="chorale=1", style_b="fiddle=1")
+    assert [c["midi"] for c in again] == [c["midi"] for c in clips]

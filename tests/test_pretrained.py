@@ -19,7 +19,8 @@ def test_pretrained_bundle_is_small_complete_and_documented():
     from midigen.evaluation.originality import OriginalityIndex
 
     names = {p.name for p in PRETRAINED.iterdir()}
-    assert {"model.safetensors", "tokenizer.json", "config.json", "originality.npz", "MODEL_CARD.md"} <= names
+    assert {"model.safetensors", "tokenizer.json", "config.json", "originality.npz", "MODEL_CARD.md",
+            "style_classifier.json"} <= names
     assert sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file()) <= 10 * 1024 * 1024
     weights = load_file(str(PRETRAINED / "model.safetensors"))
     assert {str(v.dtype) for v in weights.values() if v.is_floating_point()} == {"torch.float16"}
@@ -27,7 +28,7 @@ def test_pretrained_bundle_is_small_complete_and_documented():
     assert config["run_id"] and config["commit"] and config["data"]["train_files"] > 1000
     assert OriginalityIndex.load(PRETRAINED / "originality.npz").max_copy is not None  # calibrated
     card = (PRETRAINED / "MODEL_CARD.md").read_text()
-    assert config["run_id"] in card and "study.py pretrained" in card and "teacher-forced" in card
+    assert config["run_id"] in card and "style_study/ship.py" in card and "teacher-forced" in card
 
 
 def test_generate_uses_the_pretrained_model_when_there_is_no_registry(tmp_path, monkeypatch):
@@ -81,8 +82,49 @@ def test_half_precision_bundle_predicts_like_the_full_one(smoke_run, tmp_path):
             assert (la.argmax(-1) == lb.argmax(-1)).float().mean() > 0.99
 
 
-@pytest.mark.parametrize("style", ["chorale", "fiddle"])
-def test_pretrained_model_knows_both_default_styles(style, tmp_path):
+SHIPPED_STYLES = json.loads((PRETRAINED / "config.json").read_text())["model"]["styles"]
+
+
+def test_the_shipped_model_knows_every_style_of_the_default_corpus():
+    from midigen.data.corpus import DEFAULT_STYLES
+
+    assert len(SHIPPED_STYLES) >= 6 and set(DEFAULT_STYLES) <= set(SHIPPED_STYLES)
+
+
+@pytest.fixture(scope="module")
+def shipped():
     from midigen.producer.bundle import load_bundle
 
-    assert style in load_bundle(PRETRAINED).styles
+    return load_bundle(PRETRAINED)
+
+
+@pytest.mark.parametrize("style", SHIPPED_STYLES)
+def test_the_shipped_model_generates_every_style(style, shipped):
+    from midigen.data.midi_io import TICKS_PER_BEAT
+    from midigen.producer.generate import GenerateRequest, generate_batch
+
+    clips = generate_batch(shipped, GenerateRequest(num=2, bars=2, seed=3, style={style: 1.0}, max_copy=None))
+    for clip in clips:
+        on, off, _ = clip["notes"]
+        assert len(on) >= 2 and (off > on).all() and off.max() <= 2 * 4 * TICKS_PER_BEAT
+
+
+def test_any_two_styles_blend(shipped):
+    from midigen.producer.generate import GenerateRequest, generate_batch
+
+    a, b = SHIPPED_STYLES[0], SHIPPED_STYLES[-1]
+    blend = generate_batch(shipped, GenerateRequest(num=2, bars=2, seed=3, style={a: 0.5, b: 0.5}, max_copy=None))
+    pure = generate_batch(shipped, GenerateRequest(num=2, bars=2, seed=3, style={a: 1.0}, max_copy=None))
+    assert all(len(c["notes"][0]) >= 2 for c in blend)
+    assert [c["midi"] for c in blend] != [c["midi"] for c in pure]  # the second style changes the draw
+
+
+def test_a_bundle_written_before_the_package_was_regrouped_still_loads_and_generates(tmp_path):
+    """tests/data/bundle_before_regroup was written by commit 3a2ceb0 (flat `midigen.bundle`)."""
+    old = REPO / "tests" / "data" / "bundle_before_regroup"
+    proc = run_midigen("generate", "--model", str(old), "--num", "2", "--bars", "2", "--style", "fiddle",
+                       "--out", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["files"]) == 2 and len(out["copy"]) == 2  # its originality index loads too
+    assert all(round(mido.MidiFile(path).length, 3) == 4.0 for path in out["files"])

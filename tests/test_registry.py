@@ -66,9 +66,11 @@ def test_the_registry_pages_carry_the_model_card(registry):
 
     first = _version(registry, {**SAME, "val_nll": 1.0})
     card = "# midigen model (default)\n\n- Styles: chorale, fiddle\n"
-    describe(registry, "m", first, card, ["chorale", "fiddle"], "@champion")
+    describe(registry, "m", first, card, ["chorale", "fiddle"], "@champion", val_nll=0.8612)
     version = registry.get_model_version("m", first)
-    assert version.description.startswith(card)
+    first_line, _, rest = version.description.partition("\n\n")
+    assert first_line == "2 styles (chorale, fiddle); held-out val NLL 0.8612 nats/event"
+    assert rest.startswith(card)
     assert f"midigen generate --model models:/m/{first} --style chorale" in version.description
     model = registry.get_registered_model("m")
     assert "models:/m@champion" in model.description and card in model.description
@@ -77,3 +79,17 @@ def test_the_registry_pages_carry_the_model_card(registry):
     describe(registry, "m", second, card.replace("default", "other"), ["chorale"], None)
     assert "other" in registry.get_model_version("m", second).description
     assert f"now version {first}" in registry.get_registered_model("m").description
+
+
+def test_a_temporary_store_keeps_its_artifacts_beside_its_database(tmp_path):
+    from midigen import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.artifact_root(uri) == (tmp_path / "mlartifacts").as_uri()
+    tracking.ensure_store(uri)
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(uri).get_experiment(tracking.ensure_experiment("x", uri))
+    assert experiment.artifact_location == f"{(tmp_path / 'mlartifacts').as_uri()}/x"
+    assert tracking.artifact_root(f"sqlite:///{tracking.repo_root() / 'mlflow.db'}") == \
+        (tracking.repo_root() / "mlartifacts").as_uri()  # the default store: unchanged

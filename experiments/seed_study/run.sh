@@ -14,17 +14,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 MIDIGEN=${MIDIGEN:-.venv/bin/midigen}
 PY=${PY:-.venv/bin/python}
-STUDY="logger.experiment_name=seed_study registry.name=midigen_study"
+STUDY="logger.experiment_name=seed_study registry.name=midigen_study paths.corpus=data/seed_corpus"
+SEED_CORPUS="--root data/seed_corpus"
 # The default model before the sweep promoted its best trial (the sweep's reference point).
 PREVIOUS="model.hidden_size=384 model.num_layers=2 model.dropout=0.2 optim.lr=0.002"
 PHASE=${1:-all}
 
 train() {
-  $MIDIGEN data build
+  # every chorale and fiddle tune, apart from the all-styles default corpus (data/corpus)
+  $MIDIGEN data build --styles chorale,fiddle --limit all --out data/seed_corpus
   # 3. baselines over the same event tokens and split (fit in seconds): the seed's vocabulary
   #    (approach 2's) and the beat tokenizer's (the default's), so each model has its like-for-like floor
-  $MIDIGEN baselines --order 4 --mlflow --experiment seed_study
-  $MIDIGEN baselines --order 4 --mlflow --experiment seed_study --tokenizer beat
+  $MIDIGEN baselines $SEED_CORPUS --order 4 --mlflow --experiment seed_study
+  $MIDIGEN baselines $SEED_CORPUS --order 4 --mlflow --experiment seed_study --tokenizer beat
   # 1. the seed's first approach: (pitch, step, duration) regression, 64 files of 20 primer + 50 notes
   $MIDIGEN train experiment=seed_approach1 run_name=seed_approach1 trainer.max_time=00:00:06:00 \
     note_samples.num_files=64

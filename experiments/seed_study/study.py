@@ -27,6 +27,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+# The seed study's corpus: every Bach chorale and fiddle tune (the two styles the dissertation's
+# comparison is about), kept apart from data/corpus, the all-styles default (run.sh builds both).
+CORPUS = ROOT / "data" / "seed_corpus"
 OUT = HERE / "out"
 FIGURES = HERE / "figures"
 EXPERIMENT = "seed_study"
@@ -96,13 +99,13 @@ def corpus(params=None):  # noqa: ANN001, ANN201
     from midigen.data.events import EventParams
 
     data = OmegaConf.load(ROOT / "conf" / "data" / "default.yaml")
-    return build_token_cache(ROOT / "data" / "corpus", params or EventParams.seed(), ROOT / "data" / "cache",
+    return build_token_cache(CORPUS, params or EventParams.seed(), ROOT / "data" / "cache",
                              data.val_fraction, data.test_fraction, data.max_file_tokens)
 
 
 def test_files(style: str | None = None) -> list[Path]:
     c = corpus()
-    return [ROOT / "data" / "corpus" / f["rel"] for f in c.split("test") if style is None or f["style"] == style]
+    return [CORPUS / f["rel"] for f in c.split("test") if style is None or f["style"] == style]
 
 
 def originality_index():  # noqa: ANN201
@@ -114,9 +117,9 @@ def originality_index():  # noqa: ANN201
         return OriginalityIndex.load(path)
     c = corpus()
     train, val = c.split("train"), c.split("val")
-    index = OriginalityIndex.from_files([ROOT / "data" / "corpus" / f["rel"] for f in train],
+    index = OriginalityIndex.from_files([CORPUS / f["rel"] for f in train],
                                         names=[f["rel"] for f in train])
-    index.calibrate([ROOT / "data" / "corpus" / f["rel"] for f in val])
+    index.calibrate([CORPUS / f["rel"] for f in val])
     return OriginalityIndex.load(index.save(path))
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from midigen.data.corpus import DEFAULT_LIMIT
 from midigen.errors import MidigenError, exit_status
 
 
@@ -18,8 +19,18 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
     from midigen.data.corpus import DEFAULT_STYLES, build_corpus
 
     styles = args.styles.split(",") if args.styles else list(DEFAULT_STYLES)
-    build_corpus(styles=styles, out=Path(args.out), limit=args.limit, jobs=args.jobs)
+    build_corpus(styles=styles, out=Path(args.out), limit=None if args.limit == "all" else int(args.limit), jobs=args.jobs)
     return 0
+
+
+def _limit(text: str) -> int | str:
+    """--limit: a number of pieces, or all."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of pieces per style, or all") from None
 
 
 def _cmd_data_styles(args: argparse.Namespace) -> int:
@@ -118,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     build = data_sub.add_parser("build", help="export a corpus shipped inside music21 as MIDI, one folder per style")
     build.add_argument("--styles", default=None,
-                       help="comma-separated style names, or all (`midigen data styles` lists them; default: chorale,fiddle)")
+                       help="comma-separated style names, or all (`midigen data styles` lists them; default: every "
+                            "style but classical)")
     build.add_argument("--out", default="data/corpus", help="corpus root (default: data/corpus)")
-    build.add_argument("--limit", type=int, default=None, help="at most N pieces per style (the first N of each)")
+    build.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT,
+                       help=f"at most N pieces per style, the first N of each (default {DEFAULT_LIMIT}; all: every piece)")
     build.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     build.set_defaults(func=_cmd_data_build)
     styles = data_sub.add_parser("styles", help="list the styles: description, pieces in music21, files built")

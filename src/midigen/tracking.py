@@ -28,7 +28,12 @@ def tracking_uri(explicit: str | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
+def artifact_root(uri: str | None = None) -> str:
+    """Where a local SQLite store keeps artifacts: `mlartifacts/` beside its database file
+    (`<repo>/mlartifacts` for the default store), so a temporary store never writes into the repo."""
+    uri = tracking_uri(uri)
+    if is_local_sqlite(uri) and uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlartifacts").as_uri()
     return (repo_root() / "mlartifacts").as_uri()
 
 
@@ -62,7 +67,7 @@ def ensure_store(uri: str) -> None:
 
 
 def ensure_experiment(name: str, uri: str) -> str:
-    """The id of experiment `name`, created with artifacts under <repo>/mlartifacts for the local store."""
+    """The id of experiment `name`, created with artifacts beside a local SQLite store's database."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -70,7 +75,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = f"{artifact_root()}/{name}" if is_local_sqlite(uri) else None
+    location = f"{artifact_root(uri)}/{name}" if is_local_sqlite(uri) else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # a parallel sweep job created it first

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from midigen.errors import MidigenError
 
+
 @dataclass(frozen=True)
 class Style:
     """A style a producer can ask for, and the pieces of music21's bundled corpus that make it."""
@@ -71,7 +72,7 @@ STYLES: dict[str, Style] = {
         "non-commercial use only: music21 has permission for non-commercial distribution and use "
         "(corpus/essenFolksong/license.txt)"),
     "renaissance": Style(
-        "Palestrina mass movements, four to six voices (music21 corpus/palestrina)",
+        "Palestrina mass movements, all voices (music21 corpus/palestrina)",
         ("palestrina",), (".krn", ".mxl", ".xml"),
         "music public domain; encodings Copyright 2000 John Miller, under a licence agreement that reserves "
         "derivative electronic formats (file headers): research use"),
@@ -104,10 +105,13 @@ STYLES: dict[str, Style] = {
         ("monteverdi",), (".mxl", ".xml"), _MUSIC21_SCORES,
         excluded=frozenset({"monteverdi/madrigal.3.1_old"})),  # an older encoding of madrigal.3.1
     "classical": Style(
-        "string quartets, one file per movement where the source splits them, else per quartet: Haydn, Mozart, "
-        "Beethoven (and Schumann's op. 41 no. 1)",
+        "string quartet movements: Haydn, Mozart, Beethoven (op. 18 no. 1, op. 59) and Schumann (op. 41 no. 1)",
         ("haydn", "mozart/k80", "mozart/k155", "mozart/k156", "mozart/k458", "beethoven", "schumann_robert/opus41no1"),
-        (".mxl", ".xml", ".musicxml", ".krn"), _MUSIC21_SCORES),  # leaves out mozart/k545, a piano sonata
+        (".mxl", ".xml", ".musicxml", ".krn"), _MUSIC21_SCORES,  # leaves out mozart/k545, a piano sonata
+        # Whole quartets in one file: music21 takes minutes on each (op. 18 no. 4: 10) and follows a
+        # minuet's da capo back to the first movement (op. 18 no. 4 came out 65 minutes long).
+        excluded=frozenset(f"beethoven/{opus}" for opus in ("opus18no3", "opus18no4", "opus18no5", "opus74",
+                                                             "opus132", "opus133"))),
     "medieval": Style(
         "14th-century Italian polyphony, two to four voices: mass movements, madrigals, ballate, motets "
         "(Landini, Jacopo da Bologna, Giovanni da Cascia, Ciconia, anonymous)",
@@ -118,7 +122,12 @@ STYLES: dict[str, Style] = {
 }
 ALL_STYLE_NAMES: tuple[str, ...] = tuple(STYLES)
 ALL_STYLES: dict[str, str] = {name: style.description for name, style in STYLES.items()}
-DEFAULT_STYLES: tuple[str, ...] = ("chorale", "fiddle")
+# The default corpus (`midigen data build`, `make train`): every style but `classical`, whose
+# string quartets take music21 minutes each to parse (one Beethoven movement: over 7 CPU
+# minutes), at most DEFAULT_LIMIT pieces of each, so no style drowns the others and a fresh
+# clone exports it in about 15 minutes on 2 cores. `--styles all` adds the quartets.
+DEFAULT_STYLES: tuple[str, ...] = tuple(name for name in STYLES if name != "classical")
+DEFAULT_LIMIT = 300
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("file", "style", "source", "notes", "seconds", "licence")
@@ -390,7 +399,11 @@ def _midi_bytes(piece: Piece) -> bytes:
         warnings.simplefilter("ignore")  # music21 warns per odd symbol; it would tear the progress bar
         # no pickle cache: each piece is parsed once, and writing pickles costs more than it saves
         with _no_beaming():
-            score = converter.parseFile(piece.path, number=piece.number, forceSource=True, storePickle=False)
+            voices_grouped = _abc_voices_grouped(piece) if piece.path.suffix == ".abc" else None
+            if voices_grouped is not None:
+                score = converter.parseData(voices_grouped, format="abc")
+            else:
+                score = converter.parseFile(piece.path, number=piece.number, forceSource=True, storePickle=False)
         if isinstance(score, stream.Opus):  # a collection file parsed whole: its first piece
             if not score.scores:
                 raise _Unusable("no notes (an empty collection)")
@@ -400,7 +413,15 @@ def _midi_bytes(piece: Piece) -> bytes:
             raise _Unusable("no notes")
         if not any(n.pitches for n in notes):
             raise _Unusable("no pitched notes (percussion only)")
+        measured = [part for part in score.parts if part.getElementsByClass(stream.Measure)]
+        if measured:  # a part music21 read without bars is a fragment of a voice it could not follow
+            score.remove([part for part in score.parts if part not in measured])
         _unshare_context_objects(score)
+        # chord symbols are analysis, not notes: music21 would write each as a chord that never ends
+        score.remove(list(score.recurse().getElementsByClass(harmony.Harmony)), recurse=True)
+        _untie_different_pitches(score)
+        _play_grace_notes(score)
+        _open_each_repeat(score)
         pickup = _pickup_quarters(score)
         try:
             midi = translate.streamToMidiFile(score)  # expands repeats as played
@@ -409,6 +430,132 @@ def _midi_bytes(piece: Piece) -> bytes:
             midi = translate.streamToMidiFile(score)
         data = midi.writestr()
     return _mark_pickup(data, pickup) if pickup else data
+
+
+_VOICE_FIELD = re.compile(r"^\s*V:\s*(\S+)")
+_VOICE_INLINE = re.compile(r"^\s*\[V:\s*([^\]\s]+)[^\]]*\]\s?(.*)$")
+
+
+def _abc_voices_grouped(piece: Piece) -> str | None:
+    """The piece's ABC tune with each voice's lines gathered under one `V:` field; None if it has one voice.
+
+    Multi-voice ABC alternates voices line by line (`V:1` ... `V:2` ... `V:1` ...);
+    music21 reads each such stretch as a part of its own, all starting at the beginning.
+    Gathered, each voice is one part and the voices sound together.
+    """
+    text = piece.path.read_text(encoding="utf-8", errors="replace")
+    if "V:" not in text:
+        return None
+    lines, inside = [], piece.number is None
+    for line in text.splitlines():
+        match = _TUNE_NUMBER.match(line)
+        if match and piece.number is not None:
+            if inside:
+                break
+            inside = int(match.group(1)) == piece.number
+        if inside:
+            lines.append(line)
+    key_line = next((i for i, line in enumerate(lines) if line.startswith("K:")), None)
+    if key_line is None:
+        return None
+    header = [line for line in lines[:key_line + 1] if not _VOICE_FIELD.match(line)]  # voice declarations
+    voices: dict[str, list[str]] = {}
+    current, before_voices = None, []
+    for line in lines[key_line + 1:]:
+        inline = _VOICE_INLINE.match(line)
+        field = _VOICE_FIELD.match(line)
+        if inline:
+            current = inline.group(1)
+            voices.setdefault(current, []).append(inline.group(2))
+        elif field:
+            current = field.group(1)
+            voices.setdefault(current, [])
+        else:
+            (voices[current] if current is not None else before_voices).append(line)
+    if len(voices) < 2:
+        return None
+    body = before_voices + [line for voice, music in voices.items() for line in (f"V:{voice}", *music)]
+    return "\n".join(header + body) + "\n"
+
+
+def _open_each_repeat(score) -> None:
+    """Give each end repeat (`:|`) with no start repeat of its own one at the start of its section.
+
+    Folk tunes written as sections each ending `:|` mean "play each section twice" (the
+    common reading, abc2midi's too); music21 goes back to the top of the tune at every
+    one, recursively: Aird's "Yanky Doodle", ten sections, came out 6.5 hours long. A
+    section starts after the previous end repeat, double bar or ending bracket.
+    """
+    from music21 import bar, spanner, stream
+
+    for part in score.parts if score.parts else [score]:
+        measures = list(part.getElementsByClass(stream.Measure))
+        section_start, opened = 0, False
+        for i, measure in enumerate(measures):
+            if isinstance(measure.leftBarline, bar.Repeat) and measure.leftBarline.direction == "start":
+                opened = True
+            in_ending = any(isinstance(site, spanner.RepeatBracket) for site in measure.getSpannerSites())
+            right = measure.rightBarline
+            if isinstance(right, bar.Repeat) and right.direction == "end":
+                if not opened and section_start > 0 and section_start <= i:
+                    measures[section_start].leftBarline = bar.Repeat(direction="start")
+                section_start, opened = i + 1, False
+            elif in_ending or (right is not None and right.type in ("double", "final", "light-light", "light-heavy")):
+                section_start, opened = i + 1, False
+
+
+def _untie_different_pitches(score) -> None:
+    """Drop each tie between two notes of different pitch, in parts of one voice.
+
+    ABC transcribers often write a slur as a tie (`G3-A`, over 700 times in O'Neill's);
+    music21 would merge the two into one long G and lose the A.
+    """
+    from music21 import note, stream, tie
+
+    for part in score.parts if score.parts else [score]:
+        if part.recurse().getElementsByClass(stream.Voice).first() is not None:
+            continue  # which note follows which is a question of voices: leave such parts as written
+        notes = [n for n in part.recurse().notes if not n.duration.isGrace]
+        for before, after in zip(notes, notes[1:]):
+            if (isinstance(before, note.Note) and isinstance(after, note.Note) and before.tie is not None
+                    and before.tie.type in ("start", "continue") and before.pitch.ps != after.pitch.ps):
+                before.tie = tie.Tie("stop") if before.tie.type == "continue" else None
+                if after.tie is not None:
+                    after.tie = tie.Tie("start") if after.tie.type == "continue" else None
+
+
+def _play_grace_notes(score) -> None:
+    """Give each grace note a length: a 32nd (less before a short note) taken from the note it ornaments.
+
+    music21 writes a grace note to MIDI with no length, its note-off before its note-on,
+    which MIDI readers take as a note held until that pitch sounds again: every cut and
+    roll of a fiddle tune would become a long stray note. A grace note with no note after
+    it in its bar is dropped.
+    """
+    from fractions import Fraction
+
+    from music21 import duration
+
+    for container in list(score.recurse(streamsOnly=True, includeSelf=True)):
+        graces = []
+        for element in list(container.notesAndRests):
+            if element.duration.isGrace:
+                graces.append(element)
+                continue
+            if graces and not element.isRest and element.quarterLength > 0:
+                each = min(Fraction(1, 8), Fraction(element.quarterLength) / (2 * len(graces)))
+                onset = container.elementOffset(element)
+                for k, grace in enumerate(graces):
+                    grace.duration = duration.Duration(each)
+                    container.setElementOffset(grace, onset + k * each)
+                element.quarterLength = Fraction(element.quarterLength) - each * len(graces)
+                container.setElementOffset(element, onset + each * len(graces))
+            else:
+                for grace in graces:
+                    container.remove(grace)
+            graces = []
+        for grace in graces:
+            container.remove(grace)
 
 
 def _pickup_quarters(score) -> float:

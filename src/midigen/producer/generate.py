@@ -252,7 +252,7 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
             path = write_midi(Path(tmp) / "clip.mid", on, off, pitch, bpm=req.bpm, velocity=req.velocity,
                               end_tick=clip_end, track_name=req.name)
             buf.write(path.read_bytes())
-        results.append({"name": f"{_safe_name(req.name)}_s{req.seed}_{i + 1:02d}.mid", "midi": buf.getvalue(),
+        results.append({"name": f"{safe_name(req.name)}_s{req.seed}_{i + 1:02d}.mid", "midi": buf.getvalue(),
                         "ids": ids, "notes": (on, off, pitch), "copy": copy})
     return results
 
@@ -289,7 +289,7 @@ def parse_max_copy(text: str | None) -> float | str | None:
     return value
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
     """A file-name stem that cannot leave --out (no separators, no dots-only names)."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
     return stem or "midigen"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from midigen.errors import MidigenError
-from midigen.producer.generate import GenerateRequest, generate_batch, parse_style
+from midigen.producer.generate import GenerateRequest, generate_batch, parse_style, safe_name
 
 
 def blend_weights(steps: int) -> list[float]:
@@ -54,11 +54,13 @@ def file_style(bundle, path: str | Path, explicit: str | None) -> dict[str, floa
 
 def interpolate_batch(bundle, a: str | Path, b: str | Path, steps: int, req: GenerateRequest,  # noqa: ANN001
                       style_a: str | None = None, style_b: str | None = None) -> list[dict]:
-    """`steps` clips from A towards B. Returns generate_batch's dicts plus "weight" (of B) and
-    "step" (0-based), named `<name>_s<seed>_step<k>of<steps>.mid`.
+    """`steps` clips from A towards B, `req.num` variations of each. Returns generate_batch's
+    dicts plus "weight" (of B), "step" (0-based), "variation" (0-based) and "styles", named
+    `<name>_s<seed>_step<k>of<steps>.mid` (with `_<variation>` when req.num > 1), step by step.
 
-    `req` sets everything but the conditioning (bars, bpm, temperature, seed, ...); its
-    `num` must be 1, its style, primer and context unset."""
+    `req` sets everything but the conditioning (bars, bpm, temperature, seed, ...); leave its
+    style, primer and context unset. Variation j of every step draws the same random numbers,
+    so along a variation the clips differ by the weight, not by luck."""
     for path in (a, b):
         if not Path(path).is_file():
             raise MidigenError(f"{path}: no such MIDI file")
@@ -66,15 +68,16 @@ def interpolate_batch(bundle, a: str | Path, b: str | Path, steps: int, req: Gen
         raise MidigenError("interpolate sets the conditioning itself: leave out --primer and --style")
     weights = blend_weights(steps)
     styles = (file_style(bundle, a, style_a), file_style(bundle, b, style_b))
+    width = len(str(steps))
     clips = []
     for k, weight in enumerate(weights):
-        step_req = replace(req, num=1, context=str(a), style=styles[0],
+        step_req = replace(req, context=str(a), style=styles[0],
                            towards={"context": str(b), "style": styles[1], "weight": weight})
-        result = generate_batch(bundle, step_req)[0]
-        width = len(str(steps))
-        result.update(name=f"{Path(result['name']).stem.rsplit('_', 1)[0]}_step{k + 1:0{width}d}of{steps}.mid",
-                      weight=weight, step=k, styles={"a": styles[0], "b": styles[1]})
-        clips.append(result)
+        for j, result in enumerate(generate_batch(bundle, step_req)):
+            stem = f"{safe_name(req.name)}_s{req.seed}_step{k + 1:0{width}d}of{steps}"
+            result.update(name=f"{stem}.mid" if req.num == 1 else f"{stem}_{j + 1:02d}.mid",
+                          weight=weight, step=k, variation=j, styles={"a": styles[0], "b": styles[1]})
+            clips.append(result)
     return clips
 
 
@@ -105,6 +108,7 @@ def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
     p.add_argument("a", metavar="A.mid", help="the clip to start from")
     p.add_argument("b", metavar="B.mid", help="the clip to end at")
     p.add_argument("--steps", type=int, default=5, help="clips from A to B, both ends included (default 5)")
+    p.add_argument("--num", type=int, default=1, help="variations of each step (default 1)")
     p.add_argument("--model", default=None, help="as for generate (default: the champion, else the pretrained model)")
     p.add_argument("--bars", type=int, default=8, help="length of each clip in 4/4 bars, exact (default 8)")
     p.add_argument("--style-a", default=None, help="A's style weights (default: what the model's classifier hears)")
@@ -116,7 +120,7 @@ def interpolate_command(args) -> int:  # noqa: ANN001
     from midigen.producer.bundle import load_bundle, resolve_model
     from midigen.producer.generate import audio_settings, clip_request, default_model_ref, validate, write_clips
 
-    req = clip_request(args, num=1, bars=args.bars)
+    req = clip_request(args, num=args.num, bars=args.bars)
     validate(req)
     blend_weights(args.steps)  # a bad --steps fails before the model loads
     audio = audio_settings(args)

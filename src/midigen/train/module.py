@@ -37,7 +37,7 @@ class EventLSTMModule(StagedSteps):
     def __init__(self, model: dict, tokenizer: dict, optim: dict, scheduler: dict | None = None,
                  styles: list[str] | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # run.py logs the whole flattened config once
         params = EventParams.from_dict(tokenizer)
         config = ModelConfig.from_dict({**model, "vocab_size": params.vocab_size, "styles": list(styles or [])})
         self.hparams.model = config.to_dict()

@@ -110,12 +110,16 @@ def generate_line(model_uri: str, styles: list[str]) -> str:
     return f"midigen generate --model {model_uri}{style} --num 8 --bars 8 --bpm 120 --out ideas/"
 
 
-def describe(client, name: str, version: str, card: str, styles: list[str], producer_ref: str | None) -> None:  # noqa: ANN001
+def describe(client, name: str, version: str, card: str, styles: list[str], producer_ref: str | None,  # noqa: ANN001
+             val_nll: float | None = None) -> None:
     """Put the model card in the version's description and, when producers now get this
     version (`producer_ref`: "@champion" after a promotion, "/latest" in a registry without
-    aliases), in the registered model's too: the registry page shows what they get."""
+    aliases), in the registered model's too: the registry page shows what they get. The
+    version's description opens with one plain line, what the registry's version list shows."""
     usage = f"\n## Generate\n\n```\n{generate_line(f'models:/{name}/{version}', styles)}\n```\n"
-    client.update_model_version(name, version, description=card + usage)
+    summary = (f"{len(styles)} styles ({', '.join(styles)})" if styles else "no styles") + (
+        f"; held-out val NLL {val_nll:.4f} nats/event" if val_nll is not None else "")
+    client.update_model_version(name, version, description=summary + "\n\n" + card + usage)
     if producer_ref:
         head = (f"Event-token LSTMs that write MIDI starting points. Producers take `models:/{name}{producer_ref}`, "
                 f"now version {version}; each version's description is its model card.\n\n")
@@ -166,7 +170,9 @@ def log_model(run_id: str, bundle_dir: Path, uri: str, registry_name: str | None
         if card_path.exists():
             styles = json.loads((bundle_dir / "config.json").read_text())["model"].get("styles") or []
             producer_ref = f"@{alias}" if alias and promoted else ("/latest" if not alias else None)
-            describe(client, registry_name, version.version, card_path.read_text(), styles, producer_ref)
+            val_nll = (score or {}).get("val_nll")
+            describe(client, registry_name, version.version, card_path.read_text(), styles, producer_ref,
+                     float(val_nll) if val_nll is not None else None)
     return result
 
 

@@ -116,6 +116,8 @@ def train(cfg: DictConfig) -> dict:
         tags["sweep"] = str(Path(hydra_cfg.sweep.dir).name)
         tags["sweep_job"] = str(hydra_cfg.job.num)
     run_name = cfg.run_name or f"{cfg.logger.experiment_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if sweep and not cfg.run_name:  # jobs of a sweep are told apart by what they set, in the runs table too
+        run_name = f"{cfg.logger.experiment_name} #{hydra_cfg.job.num} {' '.join(hydra_cfg.overrides.task)}"[:250]
     tracking.ensure_store(uri)
     tracking.ensure_experiment(cfg.logger.experiment_name, uri)
     # The logger creates (or reopens) the MLflow run on first use, after the trainer is built.

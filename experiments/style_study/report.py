@@ -1,0 +1,230 @@
+"""Write the style study's REPORT.md from its results.json.
+
+    python experiments/style_study/report.py [--out experiments/style_study]
+
+study.py calls `write_report` after measuring; run this alone to re-render the report from
+the results.json already there. Every number in the report is read from results.json; the
+words around them only state comparisons this code makes of those numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def fmt(value, digits: int = 3) -> str:  # noqa: ANN001
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def met(flag) -> str:  # noqa: ANN001
+    return "-" if flag is None else ("met" if flag else "**not met**")
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{int(value // 60)} min {value % 60:.0f} s"
+
+
+def readme_table(results: dict) -> str:
+    """The study's headline in a few lines of Markdown, for the project README."""
+    goal = results["goals"]["ratio"]
+    sizes = results["sizes"]
+    rows = []
+    for style in results["styles"]:
+        g, nll = results["generated"][style], results["nll"].get(style) or {}
+        rows.append([style, fmt(g["real_accuracy"]), fmt(g["accuracy"]), fmt(g["ratio"], 2), met(g["met"]),
+                     fmt(nll.get("model_per_note"), 2), fmt(nll.get("ngram_per_note"), 2)])
+    lines = table(["style", "classifier on held-out real 8-bar excerpts", f"on {sizes['files']} generated 8-bar files",
+                   f"ratio (goal >= {goal})", "goal", "test NLL per note: model",
+                   f"{results['ngram_order']}-gram"], rows)
+    blends = results["blends"]
+    monotone = sum(bool(c["monotone"]) for c in blends)
+    moves = results["interpolation"]
+    lines += ["", f"Blends: P(a) / (P(a) + P(b)) falls at every step of the weight for {monotone} of {len(blends)} "
+              f"style pair(s). Interpolation over {len(moves['pairs'])} held-out pairs: mean Spearman rho of "
+              f"(step, distance to A) {fmt(moves['mean_rho_a'], 2)} ({met(moves['met_a'])}, goal >= "
+              f"{results['goals']['rho']}), of (step, distance to B) {fmt(moves['mean_rho_b'], 2)} "
+              f"({met(moves['met_b'])}, goal <= -{results['goals']['rho']})."]
+    return "\n".join(lines)
+
+
+def render(results: dict) -> str:
+    model, sizes, goals = results["model"], results["sizes"], results["goals"]
+    styles = results["styles"]
+    classifier = results["classifier"]
+    info = classifier["info"]
+    lines = [f"# Style study: `{model['path']}`", "",
+             "Does the model write the style it is asked for, blend two styles by weight, and move from one "
+             "held-out piece to another? Measured with the style classifier (`midigen.evaluation.style`) on the "
+             "corpus split training used. Written by `experiments/style_study/study.py` from its "
+             "`results.json`; no number here is typed by hand.", ""]
+
+    # setup
+    arch = model.get("model") or {}
+    data = model.get("data") or {}
+    if classifier["source"] == "bundle":
+        how = "the bundle's own `style_classifier.json` (fitted on the training split when the model was trained)"
+    else:
+        how = (f"**fitted here**: the bundle has no `style_classifier.json`, so one was fitted with "
+               f"`fit_from_corpus` on the corpus's TRAIN split only ({info.get('per_file')} random "
+               f"{info.get('bars')}-bar excerpts per file, conf/train.yaml's `style_classifier`; "
+               f"examples {', '.join(f'{s} {n:,}' for s, n in (info.get('train_examples') or {}).items())})")
+    split = results["split"]
+    lines += ["## Setup", "",
+              f"- Command: `{results['command'] or 'run_study(...)'}`",
+              f"- Model: `{model['path']}` (given as `{model['ref']}`); run `{model.get('run_id')}` of experiment "
+              f"`{model.get('experiment')}`, commit `{model.get('commit')}`; styles {', '.join(model['styles'])}; "
+              f"{model['tokenizer']} tokens (vocabulary {model['vocab_size']}); LSTM {arch.get('num_layers')} x "
+              f"{arch.get('hidden_size')}, {arch.get('input')} input, style embedding {arch.get('style_dim')}; "
+              f"trained on {fmt(data.get('train_files'))} files.",
+              f"- Corpus: `{results['corpus']}`, split by file as training splits it (val {split['val_fraction']}, "
+              f"test {split['test_fraction']}, conf/data/default.yaml)"
+              + (" - **overridden** by the caller" if split["overridden"] else "") + ".",
+              f"- Style classifier: {how}; it knows {', '.join(classifier['styles'])}.",
+              f"- Sizes: {sizes['files']} generated files per style, {sizes['blend_files']} per blend weight, "
+              f"{sizes['pairs']} interpolation pairs of {sizes['steps']} clips; every clip {sizes['bars']} bars at "
+              f"120 bpm, seed {sizes['seed']}, no originality resampling (`max_copy=None`). Files are under "
+              f"`out/` beside this report (not committed).",
+              f"- Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
+              f"{results['machine']['torch']} on {results['machine']['torch_threads']} thread(s) (MIDIGEN_THREADS), "
+              f"Python {results['machine']['python']}; finished {results['finished']}."]
+    if results["styles_not_measured"]:
+        lines.append(f"- Not measured: {', '.join(results['styles_not_measured'])} (unknown to the classifier).")
+    lines += [""]
+    lines += table(["phase", "wall time"], [[name, seconds(value)] for name, value in results["timings"].items()])
+
+    files = results["files"]
+    lines += ["", "## Files per style", "",
+              f"Listed: from the corpus's {files['source']}; usable: tokenized by the model's tokenizer "
+              f"({files['skipped']} skipped in all).", ""]
+    lines += table(["style", "listed", "usable", "train", "val", "test", "the model knows it"],
+                   [[s, fmt(r["listed"]), fmt(r["usable"]), fmt(r["train"]), fmt(r["val"]), fmt(r["test"]),
+                     fmt(r["model_knows"])] for s, r in files["styles"].items()])
+
+    # 1 + 2
+    generated = results["generated"]
+    reached = [s for s in styles if generated[s]["met"]]
+    judged = [s for s in styles if generated[s]["met"] is not None]
+    lines += ["", "## Style fidelity: real held-out vs generated", "",
+              f"Real: the classifier's accuracy on {info.get('per_file', '')} random {info.get('bars', '')}-bar "
+              f"excerpts of each TEST file (the ceiling). Generated: {sizes['files']} files per style with "
+              f"`style={{s: 1.0}}`, each classified whole. Ratio = generated / real; goal >= {goals['ratio']}: "
+              f"met for {len(reached)} of {len(judged)} style(s)"
+              + (f" ({', '.join(reached)})" if reached else "") + ".", ""]
+    lines += table(["style", "real held-out accuracy", "generated accuracy", "ratio", f"goal >= {goals['ratio']}",
+                    "mean P(style) of generated", "generated files classified as"],
+                   [[s, fmt(generated[s]["real_accuracy"]), fmt(generated[s]["accuracy"]), fmt(generated[s]["ratio"]),
+                     met(generated[s]["met"]), fmt(generated[s]["mean_probability"]),
+                     ", ".join(f"{k} {v}" for k, v in generated[s]["classified_as"].items())
+                     + (f" ({generated[s]['silent_or_unreadable']} silent)" if generated[s]["silent_or_unreadable"]
+                        else "")] for s in styles])
+
+    # 3
+    weights = results["blend_weights"]
+    blends = results["blends"]
+    lines += ["", "## Blends", "",
+              f"`style={{a: w, b: 1 - w}}` at w = {', '.join(f'{w:g}' for w in weights)}, {sizes['blend_files']} "
+              "files each, the same seed at every weight. Share = the mean over files of P(a) / (P(a) + P(b)); it "
+              "should fall at every step as w falls (monotone).", ""]
+    if blends:
+        lines += table(["pair (a, b)", *[f"share at w={w:g}" for w in weights], "monotone"],
+                       [[f"{c['a']}, {c['b']}", *[fmt(p["share_a"], 4) for p in c["points"]], fmt(c["monotone"])]
+                        for c in blends])
+        lines += ["", "The classifier's mean probability of a and of b, and the share of files with P(a) > P(b):", ""]
+        lines += table(["pair (a, b)", "w", "files", "mean P(a)", "mean P(b)", "P(a) > P(b)"],
+                       [[f"{c['a']}, {c['b']}", f"{p['weight_a']:g}", fmt(p["files"]), fmt(p["p_a"]), fmt(p["p_b"]),
+                         fmt(p["classified_a"])] for c in blends for p in c["points"]])
+    else:
+        lines += ["No pair: fewer than 2 styles measured."]
+
+    # 4
+    nll = results["nll"]
+    order = results["ngram_order"]
+    lines += ["", "## Held-out NLL per note", "",
+              f"Each style's TEST files, teacher-forced: events 2..N of each file (chunks of up to "
+              f"{results['nll_chunk']} events, the state carried), the model conditioned on the style's one-hot "
+              "weight, "
+              f"against a {order}-gram (interpolated Kneser-Ney) fitted on that style's TRAIN files and scored on "
+              "the same events. Nats summed over the style's files, divided by their notes (NOTE_ONs), which "
+              "compares tokenizers; per event beside it. The last column is the training run's logged test NLL "
+              "per event for the style (its own windows, so close to but not the same as this).", ""]
+    lines += table(["style", "test files", "notes", "model nats/note", f"{order}-gram nats/note", "model nats/event",
+                    f"{order}-gram nats/event", "model better", "logged test NLL/event"],
+                   [[s, fmt((nll.get(s) or {}).get("test_files")), fmt((nll.get(s) or {}).get("notes")),
+                     fmt((nll.get(s) or {}).get("model_per_note")), fmt((nll.get(s) or {}).get("ngram_per_note")),
+                     fmt((nll.get(s) or {}).get("model_per_event")), fmt((nll.get(s) or {}).get("ngram_per_event")),
+                     fmt((nll.get(s) or {}).get("model_better")), fmt(model["logged_test_nll_per_event"].get(s))]
+                    for s in styles])
+    missing = [s for s in styles if not nll.get(s)]
+    if missing:
+        lines += ["", f"No test or train files (so no NLL) for: {', '.join(missing)}."]
+
+    # 5
+    moves = results["interpolation"]
+    lines += ["", "## Interpolation", ""]
+    if moves["pairs"]:
+        lines += [f"{len(moves['pairs'])} pairs (A, B) of TEST files of different styles (seeded draw, cycling "
+                  f"through the style pairs), {moves['steps']} steps each from A to B with `interpolate_batch` "
+                  f"(`midigen interpolate --num {moves.get('variations', 1)}`: {moves.get('variations', 1)} clips per "
+                  "step; A's and B's styles one-hot, seed = the pair's number). Distance: Euclidean between a clip's "
+                  "style features and those of A's (B's) whole file, each feature divided by the classifier's "
+                  "scale (its training standard deviation), averaged over the step's clips. Spearman rho of "
+                  "(step, distance) per pair, averaged over the pairs.", ""]
+        lines += table(["", "mean rho", "goal", "", "pairs meeting it alone"],
+                       [["(step, distance to A)", fmt(moves["mean_rho_a"]), f">= {goals['rho']}", met(moves["met_a"]),
+                         f"{moves['pairs_rising_a']} of {len(moves['pairs'])}"],
+                        ["(step, distance to B)", fmt(moves["mean_rho_b"]), f"<= -{goals['rho']}", met(moves["met_b"]),
+                         f"{moves['pairs_falling_b']} of {len(moves['pairs'])}"]])
+        if "mean_rho_a_single" in moves:
+            lines += ["", f"With one clip per step (the first variation alone, what `--num 1` shows) the same means "
+                      f"are {fmt(moves['mean_rho_a_single'], 2)} and {fmt(moves['mean_rho_b_single'], 2)}: single "
+                      "clips are noisy, the trend is in the average."]
+        lines += ["", "Per step, averaged over the pairs (P(style of A): the classifier's probability of A's style "
+                  "for the clip):", ""]
+        lines += table(["step", "weight of B", "mean distance to A", "mean distance to B", "mean P(style of A)"],
+                       [[str(i + 1), f"{w:.2f}", fmt(moves["mean_d_a"][i], 2), fmt(moves["mean_d_b"][i], 2),
+                         fmt(moves["mean_p_style_a"][i])] for i, w in enumerate(moves["weights_of_b"])])
+        lines += ["", "Per pair:", ""]
+        lines += table(["#", "A", "B", "rho (step, d_A)", "rho (step, d_B)", "notes per clip"],
+                       [[str(r["seed"]), f"{r['a']} ({r['style_a']})", f"{r['b']} ({r['style_b']})",
+                         fmt(r["rho_a"], 2), fmt(r["rho_b"], 2), " ".join(str(n) for n in r["notes"])]
+                        for r in moves["pairs"]])
+    else:
+        lines += ["No pair: fewer than 2 of the measured styles have test files."]
+
+    lines += ["", "## For the README", "", readme_table(results), ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: Path) -> Path:
+    path = Path(out) / "REPORT.md"
+    path.write_text(render(results))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(HERE), help="the folder holding results.json (default: this folder)")
+    args = p.parse_args(argv)
+    results = json.loads((Path(args.out) / "results.json").read_text())
+    print(f"wrote {write_report(results, Path(args.out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
