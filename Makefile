@@ -23,7 +23,7 @@ install: $(STAMP) kernels ## create ./.venv and install midigen (editable) with 
 kernels: $(STAMP) ## build the native sampling kernels for this machine (sampling falls back to Python without them)
 	@$(VENV)/bin/midigen kernels build || echo "midigen: native sampling kernels not built; sampling uses the Python path"
 
-data: $(STAMP) ## build the default training corpus (Bach chorales + fiddle tunes) into data/corpus
+data: $(STAMP) ## build the default training corpus (10 styles from music21's corpus, <= 300 pieces each) into data/corpus
 	$(VENV)/bin/midigen data build
 
 train: $(STAMP) kernels ## install, build the corpus, train the default experiment, register and sample
@@ -54,6 +54,9 @@ bench: $(STAMP) kernels ## run the side-by-side benchmarks (midigen bench)
 study: $(STAMP) ## run the seed study and regenerate experiments/seed_study/REPORT.md
 	bash experiments/seed_study/run.sh
 
+study-styles: $(STAMP) kernels ## style fidelity, blends and interpolation of the shipped model: experiments/style_study/REPORT.md
+	bash experiments/style_study/run.sh $(ARGS)
+
 ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store
 	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from midigen.tracking import tracking_uri; print(tracking_uri())')" \
 		--default-artifact-root "$$($(PY) -c 'from midigen.tracking import artifact_root; print(artifact_root())')" \
@@ -62,4 +65,4 @@ ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store
 clean: ## remove caches and run outputs (keeps data/corpus and mlflow.db)
 	rm -rf outputs multirun .pytest_cache data/cache
 
-.PHONY: help install kernels data train test test-slow test-browser generate bench study ui clean
+.PHONY: help install kernels data train test test-slow test-browser generate bench study study-styles ui clean

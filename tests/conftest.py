@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import contextlib
 import sys
 from pathlib import Path
 
@@ -89,3 +90,57 @@ def smoke_run(tmp_path_factory):
     assert len(run_dirs) == 1
     return {"uri": uri, "env": env, "root": root, "run_dir": run_dirs[0], "bundle": run_dirs[0] / "bundle",
             "stdout": proc.stdout}
+
+
+def stop_process_group(proc) -> None:  # noqa: ANN001 - a Popen started with start_new_session=True
+    """End a server and its children: SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_process(args: list[str], log_path: Path, env: dict | None = None):
+    """`mlflow <args>` (ui or server) on 127.0.0.1 and a free port, in its own process group;
+    waits for /health (120 s at most) and yields its URL; torn down whole on the way out."""
+    import time
+    import urllib.request
+
+    url = f"http://127.0.0.1:{(port := free_port())}"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), *args, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+             **(env or {})})
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"mlflow {args[0]} did not start:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(proc)
+        log.close()

@@ -85,3 +85,13 @@ def test_variations_share_their_random_numbers_along_the_steps(bundle):
     assert clips[0]["midi"] != clips[1]["midi"]  # two variations of a step differ
     again = interpolate_batch(bundle, A, B, 2, req, style_a="chorale=1", style_b="fiddle=1")
     assert [c["midi"] for c in again] == [c["midi"] for c in clips]
+
+
+def test_the_arithmetic_mix_keeps_exact_ends_and_differs_between_them(bundle):
+    req = GenerateRequest(num=1, bars=2, seed=4, max_copy=None)
+    geometric = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1")
+    arithmetic = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1", mix="arithmetic")
+    assert arithmetic[0]["midi"] == geometric[0]["midi"] and arithmetic[2]["midi"] == geometric[2]["midi"]
+    assert arithmetic[1]["midi"] != geometric[1]["midi"]
+    with pytest.raises(ValueError, match="mix='median'"):
+        interpolate_batch(bundle, A, B, 2, req, mix="median")

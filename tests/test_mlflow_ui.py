@@ -23,22 +23,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, TESTS, run_midigen
+from conftest import CORPUS, TESTS, mlflow_process, run_midigen
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser download does not work here
 # What the closed network and a container need: no sandbox, no GPU, nothing calling home.
@@ -55,46 +49,10 @@ WAIT_MS = 60_000  # the SPA's first paint on a busy 2-core machine
 TRAINING_VIEW = "workflowType=machine_learning"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
 def mlflow_ui(store_uri: str, artifact_root: Path, log_path: Path):
-    """`mlflow ui` over `store_uri` on 127.0.0.1, as `make ui` starts it; yields its URL."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store_uri,
-         "--default-artifact-root", artifact_root.as_uri(), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: torn down whole
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"})
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow ui did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
+    """`mlflow ui` over `store_uri` on 127.0.0.1, as `make ui` starts it; a context that yields its URL."""
+    return mlflow_process(["ui", "--backend-store-uri", store_uri, "--default-artifact-root", artifact_root.as_uri()],
+                          log_path)
 
 
 @pytest.fixture

@@ -3,26 +3,15 @@ that is down or hung fails `train` and `generate` in seconds with one line, neve
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, run_midigen
+from conftest import CORPUS, free_port, mlflow_process, run_midigen
 
 CHECK_TIMEOUT = 5.0  # midigen.tracking.check_reachable's /health probe
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -30,40 +19,11 @@ def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 with a SQLite store and artifacts proxied through the server
     (`--artifacts-destination`: clients never touch the artifact store themselves)."""
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: torn down whole
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+    with mlflow_process(["server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+                         "--artifacts-destination", str(root / "artifacts")], root / "server.log") as url:
         yield {"url": url, "root": root}
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
 
 
-@pytest.mark.slow
 def test_train_register_alias_and_generate_through_a_server(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
@@ -110,7 +70,7 @@ def _fails_fast(url: str, command: list[str], tmp_path: Path, limit: float) -> N
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_server_that_is_down_fails_in_seconds(command, tmp_path):
-    _fails_fast(f"http://127.0.0.1:{_free_port()}", COMMANDS[command], tmp_path, limit=15)
+    _fails_fast(f"http://127.0.0.1:{free_port()}", COMMANDS[command], tmp_path, limit=15)
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_smoke_run_is_tracked_registered_and_sampled(smoke_run):
     files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "samples/epoch_002")}
     assert any(f.endswith(".mid") for f in files) and any(f.endswith(".png") for f in files)
     assert "metrics.json" in files
-    assert "index.html" in files and any(f.endswith(".wav") for f in files)  # to listen in the MLflow UI
+    assert "index.html" in files and any(f.endswith(".mp3") for f in files)  # to listen in the MLflow UI
     # registered with the alias asked for
     version = client.get_model_version_by_alias("midigen", "champion")
     assert version.run_id == run.info.run_id or version.tags.get("run_id") == run.info.run_id

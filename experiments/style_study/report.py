@@ -104,7 +104,7 @@ def render(results: dict) -> str:
               f"{results['machine']['torch']} on {results['machine']['torch_threads']} thread(s) (MIDIGEN_THREADS), "
               f"Python {results['machine']['python']}; finished {results['finished']}."]
     if results["styles_not_measured"]:
-        lines.append(f"- Not measured: {', '.join(results['styles_not_measured'])} (unknown to the classifier).")
+        lines.append(f"- Not measured: {', '.join(results['styles_not_measured'])} (unknown to the classifier, or not in the corpus).")
     lines += [""]
     lines += table(["phase", "wall time"], [[name, seconds(value)] for name, value in results["timings"].items()])
 
@@ -180,7 +180,8 @@ def render(results: dict) -> str:
     if moves["pairs"]:
         lines += [f"{len(moves['pairs'])} pairs (A, B) of TEST files of different styles (seeded draw, cycling "
                   f"through the style pairs), {moves['steps']} steps each from A to B with `interpolate_batch` "
-                  f"(`midigen interpolate --num {moves.get('variations', 1)}`: {moves.get('variations', 1)} clips per "
+                  f"(`midigen interpolate --num {moves.get('variations', 1)} --mix {results['sizes'].get('mix', 'geometric')}`: "
+                  f"{moves.get('variations', 1)} clips per "
                   "step; A's and B's styles one-hot, seed = the pair's number). Distance: Euclidean between a clip's "
                   "style features and those of A's (B's) whole file, each feature divided by the classifier's "
                   "scale (its training standard deviation), averaged over the step's clips. Spearman rho of "

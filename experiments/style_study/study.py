@@ -62,7 +62,8 @@ class Sizes:
     blend_files: int = 32
     pairs: int = 20
     steps: int = 5
-    variations: int = 4  # clips per interpolation step (`midigen interpolate --num`)
+    variations: int = 8  # clips per interpolation step (`midigen interpolate --num`)
+    mix: str = "geometric"  # how interpolation mixes A's and B's next-event distributions (`--mix`)
     bars: int = 8
     seed: int = 0
 
@@ -188,7 +189,8 @@ def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: P
         ratio = summary["fidelity"] / ceiling if ceiling else None
         rows[style] = {"files": summary["n_files"], "silent_or_unreadable": len(verdict["skipped"]),
                        "accuracy": summary["fidelity"], "mean_probability": summary["expected_probability"],
-                       "classified_as": summary["counts"], "real_accuracy": ceiling, "ratio": ratio,
+                       "classified_as": summary["counts"], "mean_probabilities": summary["mean_probabilities"],
+                       "real_accuracy": ceiling, "ratio": ratio,
                        "met": None if ratio is None else bool(ratio >= GOAL_RATIO), "folder": _display(folder)}
     return rows
 
@@ -363,7 +365,7 @@ def interpolation(bundle, classifier, pairs: list[dict], out: Path, sizes: Sizes
     for k, pair in enumerate(pairs):
         req = GenerateRequest(num=sizes.variations, bars=sizes.bars, seed=k, max_copy=None, name=f"pair{k:02d}")
         clips = interpolate_batch(bundle, pair["a"], pair["b"], sizes.steps, req,
-                                  style_a=f"{pair['style_a']}=1", style_b=f"{pair['style_b']}=1")
+                                  style_a=f"{pair['style_a']}=1", style_b=f"{pair['style_b']}=1", mix=sizes.mix)
         write_clips(clips, out / "interpolate" / f"pair{k:02d}_{pair['style_a']}_to_{pair['style_b']}")
         # clips come step by step, `variations` per step: rows of (steps, variations)
         features = np.array([note_features(*clip["notes"], TICKS_PER_BEAT) for clip in clips])  # (steps * V, F)
@@ -448,7 +450,8 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
     t = phase("model_and_corpus", started)
 
     classifier, source = style_classifier(bundle, root, table, settings["classifier"])
-    styles = [s for s in bundle.styles if s in classifier.styles]  # what both the model and the classifier know
+    # what the model and the classifier know and the corpus holds (a corpus of some styles measures those)
+    styles = [s for s in bundle.styles if s in classifier.styles and s in corpus.styles]
     t = phase("classifier", t)
     real = real_accuracy(classifier, root, table, styles)
     t = phase("real_accuracy", t)
@@ -525,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
                    f"--quick {QUICK.files})")
     p.add_argument("--blend-files", type=int, default=None, help=f"files per blend weight (default {FULL.blend_files})")
     p.add_argument("--pairs", type=int, default=None, help=f"interpolation pairs (default {FULL.pairs})")
+    p.add_argument("--variations", type=int, default=None,
+                   help=f"clips per interpolation step (default {FULL.variations})")
+    p.add_argument("--mix", choices=["geometric", "arithmetic"], default=None,
+                   help=f"interpolation's mix of the two distributions (default {FULL.mix})")
     p.add_argument("--all-pairs", action="store_true", help="blend every pair of styles, not neighbours in a ring")
     p.add_argument("--cache", default=None, help="token cache folder (default data/cache)")
     p.add_argument("--quick", action="store_true",
@@ -533,9 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base = QUICK if args.quick else FULL
     sizes = replace(base, **{k: v for k, v in (("files", args.files), ("blend_files", args.blend_files),
-                                               ("pairs", args.pairs)) if v is not None})
-    if min(sizes.files, sizes.blend_files) < 1 or sizes.pairs < 0:
-        p.error("--files and --blend-files must be at least 1, --pairs at least 0")
+                                               ("pairs", args.pairs), ("variations", args.variations),
+                                               ("mix", args.mix))
+                              if v is not None})
+    if min(sizes.files, sizes.blend_files, sizes.variations) < 1 or sizes.pairs < 0:
+        p.error("--files, --blend-files and --variations must be at least 1, --pairs at least 0")
     command = shlex.join(["python", "experiments/style_study/study.py", *(sys.argv[1:] if argv is None else argv)])
     from midigen.errors import MidigenError
 

@@ -68,6 +68,20 @@ OVERLAP_FEATURES = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyph
 # --- metrics of notes ---------------------------------------------------------------------
 
 
+def note_arrays(on_ticks, off_ticks, pitches, ticks_per_beat: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Notes as three int64 arrays (ticks rounded to whole ticks) and ticks per beat as a float;
+    ValueError when the arrays differ in length or ticks_per_beat is not positive."""
+    on = np.rint(np.asarray(on_ticks, dtype=np.float64)).astype(np.int64).ravel()
+    off = np.rint(np.asarray(off_ticks, dtype=np.float64)).astype(np.int64).ravel()
+    pitch = np.asarray(pitches, dtype=np.int64).ravel()
+    if not on.size == off.size == pitch.size:
+        raise ValueError(f"{on.size} onsets, {off.size} offsets and {pitch.size} pitches: give one of each per note")
+    tpb = float(ticks_per_beat)
+    if not tpb > 0:
+        raise ValueError(f"ticks_per_beat={ticks_per_beat}: must be positive")
+    return on, off, pitch, tpb
+
+
 def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: int | None = None) -> dict:
     """The metrics (keys in METRIC_KEYS, see the module docstring) of notes held in memory.
 
@@ -77,14 +91,7 @@ def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: 
     notes whose off tick is not after their on tick (a MIDI writer drops such a note or
     leaves it hanging); they are also `zero_length_notes`.
     """
-    on = np.asarray(on_ticks, dtype=np.int64).ravel()
-    off = np.asarray(off_ticks, dtype=np.int64).ravel()
-    pitch = np.asarray(pitches, dtype=np.int64).ravel()
-    if not on.size == off.size == pitch.size:
-        raise ValueError(f"{on.size} onsets, {off.size} offsets and {pitch.size} pitches: give one of each per note")
-    tpb = float(ticks_per_beat)
-    if not tpb > 0:
-        raise ValueError(f"ticks_per_beat={ticks_per_beat}: must be positive")
+    on, off, pitch, tpb = note_arrays(on_ticks, off_ticks, pitches, ticks_per_beat)
     zero_length = int(np.count_nonzero(off <= on))
     if end_tick is None:
         end_tick = int(max(on.max(), off.max())) if on.size else 0

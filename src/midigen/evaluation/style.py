@@ -64,6 +64,7 @@ from midigen.evaluation.metrics import (
     key_and_in_scale,
     melody,
     midi_files,
+    note_arrays,
     polyphony,
     read_file_notes,
 )
@@ -105,14 +106,7 @@ def note_features(on_ticks, off_ticks, pitches, ticks_per_beat: float) -> np.nda
     `on_ticks`, `off_ticks`: note starts and ends in ticks, any order, overlaps allowed;
     `pitches`: MIDI note numbers. No notes: all zeros.
     """
-    on = np.rint(np.asarray(on_ticks, dtype=np.float64)).astype(np.int64).ravel()
-    off = np.rint(np.asarray(off_ticks, dtype=np.float64)).astype(np.int64).ravel()
-    pitch = np.asarray(pitches, dtype=np.int64).ravel()
-    if not on.size == off.size == pitch.size:
-        raise ValueError(f"{on.size} onsets, {off.size} offsets and {pitch.size} pitches: give one of each per note")
-    tpb = float(ticks_per_beat)
-    if not tpb > 0:
-        raise ValueError(f"ticks_per_beat={ticks_per_beat}: must be positive")
+    on, off, pitch, tpb = note_arrays(on_ticks, off_ticks, pitches, ticks_per_beat)
     if on.size == 0:
         return np.zeros(N_FEATURES)
     order = np.lexsort((pitch, on))

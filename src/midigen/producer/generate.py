@@ -194,7 +194,8 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
         if not 0.0 <= weight <= 1.0:
             raise MidigenError(f"blend weight {weight}: use a number between 0 and 1")
         towards = Towards(context=_context_ids(req.towards["context"], params) if req.towards.get("context") else None,
-                          style=_style_weights(bundle, req.towards.get("style")), weight=weight)
+                          style=_style_weights(bundle, req.towards.get("style")), weight=weight,
+                          mix=req.towards.get("mix", "geometric"))
     spb = params.steps_per_beat(req.bpm)  # steps per beat
 
     if req.bars is not None and req.events is None:

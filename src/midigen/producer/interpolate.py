@@ -25,6 +25,9 @@ from midigen.errors import MidigenError
 from midigen.producer.generate import GenerateRequest, generate_batch, parse_style, safe_name
 
 
+MIX = "geometric"  # how two next-event distributions mix (`sampling.Towards`)
+
+
 def blend_weights(steps: int) -> list[float]:
     """The weight of B in each of `steps` clips: 0 ... 1, evenly spaced."""
     if steps < 2:
@@ -53,7 +56,7 @@ def file_style(bundle, path: str | Path, explicit: str | None) -> dict[str, floa
 
 
 def interpolate_batch(bundle, a: str | Path, b: str | Path, steps: int, req: GenerateRequest,  # noqa: ANN001
-                      style_a: str | None = None, style_b: str | None = None) -> list[dict]:
+                      style_a: str | None = None, style_b: str | None = None, mix: str = MIX) -> list[dict]:
     """`steps` clips from A towards B, `req.num` variations of each. Returns generate_batch's
     dicts plus "weight" (of B), "step" (0-based), "variation" (0-based) and "styles", named
     `<name>_s<seed>_step<k>of<steps>.mid` (with `_<variation>` when req.num > 1), step by step.
@@ -72,7 +75,7 @@ def interpolate_batch(bundle, a: str | Path, b: str | Path, steps: int, req: Gen
     clips = []
     for k, weight in enumerate(weights):
         step_req = replace(req, context=str(a), style=styles[0],
-                           towards={"context": str(b), "style": styles[1], "weight": weight})
+                           towards={"context": str(b), "style": styles[1], "weight": weight, "mix": mix})
         for j, result in enumerate(generate_batch(bundle, step_req)):
             stem = f"{safe_name(req.name)}_s{req.seed}_step{k + 1:0{width}d}of{steps}"
             result.update(name=f"{stem}.mid" if req.num == 1 else f"{stem}_{j + 1:02d}.mid",
@@ -109,6 +112,9 @@ def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
     p.add_argument("b", metavar="B.mid", help="the clip to end at")
     p.add_argument("--steps", type=int, default=5, help="clips from A to B, both ends included (default 5)")
     p.add_argument("--num", type=int, default=1, help="variations of each step (default 1)")
+    p.add_argument("--mix", choices=["geometric", "arithmetic"], default=MIX,
+                   help=f"geometric: each event one both models like; arithmetic: each event from one of them "
+                        f"(default {MIX})")
     p.add_argument("--model", default=None, help="as for generate (default: the champion, else the pretrained model)")
     p.add_argument("--bars", type=int, default=8, help="length of each clip in 4/4 bars, exact (default 8)")
     p.add_argument("--style-a", default=None, help="A's style weights (default: what the model's classifier hears)")
@@ -126,6 +132,6 @@ def interpolate_command(args) -> int:  # noqa: ANN001
     audio = audio_settings(args)
     ref = args.model or default_model_ref()
     bundle = load_bundle(resolve_model(ref))
-    clips = interpolate_batch(bundle, args.a, args.b, args.steps, req, args.style_a, args.style_b)
+    clips = interpolate_batch(bundle, args.a, args.b, args.steps, req, args.style_a, args.style_b, args.mix)
     report = {"weights": [c["weight"] for c in clips], "styles": clips[0]["styles"]}
     return write_clips(clips, args, ref, audio, report)

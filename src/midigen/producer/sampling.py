@@ -46,6 +46,7 @@ from midigen.model import EventLSTM
 
 NEG_INF = float("-inf")
 PRECISIONS = ("auto", "fp32", "bf16")
+MIXES = ("geometric", "arithmetic")  # how `Towards` mixes two next-event distributions
 UNIFORM_BLOCK = 64  # steps of random numbers drawn at once; fixed, so a seed always gives the same ids
 
 
@@ -105,14 +106,16 @@ class Towards:
     """A second conditioning that a clip is drawn towards (`midigen interpolate`).
 
     A second copy of the model's state runs beside the first, warmed by its own `context`
-    with its own `style`, and both read every sampled event. Each step samples from the
-    geometric mix of the two next-event distributions, p_A^(1-weight) * p_B^weight (mixing
-    the logits), so weight 0 is the first conditioning alone and 1 the second alone.
+    with its own `style`, and both read every sampled event. Each step samples from a mix of
+    the two next-event distributions: `mix="geometric"`, p_A^(1-weight) * p_B^weight (the
+    logits mixed: events both like), or `"arithmetic"`, (1-weight) p_A + weight p_B (each event
+    from one or the other). Weight 0 is the first conditioning alone, 1 the second alone.
     """
 
     context: np.ndarray | None = None
     style: torch.Tensor | None = None
     weight: float = 0.5
+    mix: str = "geometric"
 
 
 @functools.lru_cache(maxsize=1)
@@ -485,9 +488,18 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         partner = _warmed(model, towards.style, own, B, precision, use_native)
         partner_logits = torch.from_numpy(logits)
         weight = float(towards.weight)
+        if towards.mix not in MIXES:
+            raise ValueError(f"mix={towards.mix!r}: use one of {', '.join(MIXES)}")
+        arithmetic = towards.mix == "arithmetic" and 0.0 < weight < 1.0
+        log_a, log_b = (float(np.log1p(-weight)), float(np.log(weight))) if arithmetic else (0.0, 0.0)
 
         def step_partner(step_ids: torch.Tensor) -> None:  # mixes into `logits` in place
-            partner_logits.mul_(1.0 - weight).add_(partner.step(step_ids), alpha=weight)
+            other = partner.step(step_ids)
+            if arithmetic:  # log((1-w) softmax(a) + w softmax(b))
+                torch.logaddexp(torch.log_softmax(partner_logits, -1).add_(log_a),
+                                torch.log_softmax(other, -1).add_(log_b), out=partner_logits)
+            else:  # geometric, and either end of either mix: exactly one stream's logits at w = 0 or 1
+                partner_logits.mul_(1.0 - weight).add_(other, alpha=weight)
 
         step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)))
     inv_temperature = np.float32(1.0 / max(float(opts.temperature), 1e-6))

@@ -142,12 +142,12 @@ class SamplingCallback(pl.Callback):
 
 def write_samples_page(folder: Path, title: str, rows: dict[str, dict], mean: dict) -> Path:
     """`folder/index.html`: each sample's piano roll, a player for its recording (where one
-    was written: .wav, .flac or .ogg) and its metrics, and the batch's mean metrics.
+    was written: .wav, .mp3, .flac or .ogg) and its metrics, and the batch's mean metrics.
 
     The pictures and sounds are embedded as data: URIs rather than linked: the MLflow UI
     shows an HTML artifact from a blob: URL, against which no relative link resolves, so
     only a self-contained page plays inside its artifact view (and still does when the folder
-    is downloaded or the page is mailed on its own). The page is about 1.4x its WAVs and PNGs.
+    is downloaded or the page is mailed on its own). The page is about 1.4x its recordings and PNGs.
     """
     keys = [k for k in (*SAMPLE_METRICS, "copy_ratio") if rows and k in next(iter(rows.values()))]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
