@@ -479,29 +479,32 @@ def _abc_voices_grouped(piece: Piece) -> str | None:
 
 
 def _open_each_repeat(score) -> None:
-    """Give each end repeat (`:|`) with no start repeat of its own one at the start of its section.
+    """Give each end repeat (`:|`) that follows another, with no start repeat between, its start.
 
     Folk tunes written as sections each ending `:|` mean "play each section twice" (the
     common reading, abc2midi's too); music21 goes back to the top of the tune at every
-    one, recursively: Aird's "Yanky Doodle", ten sections, came out 6.5 hours long. A
-    section starts after the previous end repeat, double bar or ending bracket.
+    one, recursively: Aird's "Yanky Doodle", ten sections, came out 6.5 hours long. So a
+    start repeat goes where the section began: after the previous end repeat, or after its
+    endings (`[1 ... :|[2 ...`). A first end repeat with no start still goes to the top.
     """
     from music21 import bar, spanner, stream
 
     for part in score.parts if score.parts else [score]:
         measures = list(part.getElementsByClass(stream.Measure))
-        section_start, opened = 0, False
+        section_start: int | None = 0  # None: inside the endings of the repeat just closed
+        opened = False
         for i, measure in enumerate(measures):
+            in_ending = any(isinstance(site, spanner.RepeatBracket) for site in measure.getSpannerSites())
+            if section_start is None and not in_ending:
+                section_start = i
             if isinstance(measure.leftBarline, bar.Repeat) and measure.leftBarline.direction == "start":
                 opened = True
-            in_ending = any(isinstance(site, spanner.RepeatBracket) for site in measure.getSpannerSites())
             right = measure.rightBarline
             if isinstance(right, bar.Repeat) and right.direction == "end":
-                if not opened and section_start > 0 and section_start <= i:
+                if not opened and section_start and section_start <= i:
                     measures[section_start].leftBarline = bar.Repeat(direction="start")
-                section_start, opened = i + 1, False
-            elif in_ending or (right is not None and right.type in ("double", "final", "light-light", "light-heavy")):
-                section_start, opened = i + 1, False
+                opened = False
+                section_start = None if in_ending else i + 1
 
 
 def _untie_different_pitches(score) -> None:
@@ -768,4 +771,5 @@ def print_styles(root: str | Path = "data/corpus") -> None:
     if rows:
         print(f"built: {root / MANIFEST} ({len(rows):,} files; its licence column gives each source's terms)")
     else:
-        print(f"no corpus built in {root}: `midigen data build --styles all --limit 300` builds every style")
+        print(f"no corpus built in {root}: `midigen data build --out {root}` builds the default styles, "
+              "`--styles all` every one")
