@@ -9,8 +9,8 @@ import mido
 import pytest
 
 from midigen.cli import main
-from midigen.data.corpus import (ALL_STYLE_NAMES, ALL_STYLES, DEFAULT_STYLES, MANIFEST_COLUMNS, STYLES, build_corpus,
-                                  export_piece, list_pieces, resolve_styles)
+from midigen.data.corpus import (ALL_STYLE_NAMES, ALL_STYLES, DEFAULT_PIECE_TIMEOUT, DEFAULT_STYLES, EXPORTER_VERSION,
+                                  MANIFEST_COLUMNS, STYLES, build_corpus, export_piece, list_pieces, resolve_styles)
 from midigen.errors import MidigenError
 
 
@@ -45,8 +45,8 @@ def test_limit_takes_the_first_pieces_of_each_style_by_source_name(built):
     assert sorted(p.name for p in (root / "chorale").iterdir()) == ["bwv1.6.mid", "bwv10.7.mid"]
     assert sorted(p.name for p in (root / "fiddle").iterdir()) == ["42dHighlandRegimentStrathspey.mid",
                                                                    "7thRegimentReel.mid"]
-    assert counts == {"chorale": {"written": 2, "existing": 0, "failed": 0},
-                      "fiddle": {"written": 2, "existing": 0, "failed": 0}}
+    assert counts == {"chorale": {"written": 2, "reexported": 0, "existing": 0, "failed": 0},
+                      "fiddle": {"written": 2, "reexported": 0, "existing": 0, "failed": 0}}
 
 
 def test_files_are_midi_with_a_tempo_and_chorales_keep_all_four_voices(built):
@@ -63,7 +63,8 @@ def test_files_are_midi_with_a_tempo_and_chorales_keep_all_four_voices(built):
 def test_manifest_describes_every_file(built):
     root, _ = built
     rows = _manifest(root)
-    assert list(rows[0]) == list(MANIFEST_COLUMNS) == ["file", "style", "source", "notes", "seconds", "licence"]
+    assert list(rows[0]) == list(MANIFEST_COLUMNS) == ["file", "style", "source", "notes", "seconds", "licence",
+                                                      "exporter"]
     assert sorted(row["file"] for row in rows) == sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.mid"))
     by_file = {row["file"]: row for row in rows}
     assert by_file["chorale/bwv1.6.mid"]["source"] == "bach/bwv1.6.mxl"
@@ -72,6 +73,7 @@ def test_manifest_describes_every_file(built):
         assert row["style"] == row["file"].split("/")[0]
         assert int(row["notes"]) == sum(_notes(root / row["file"]))
         assert 5 < float(row["seconds"]) < 600
+        assert row["exporter"] == str(EXPORTER_VERSION)
 
 
 def test_rerun_writes_nothing_and_says_so(built, capsys):
@@ -91,7 +93,7 @@ def test_growing_one_style_keeps_the_manifest_rows_of_the_others(built, tmp_path
     root = tmp_path / "corpus"
     shutil.copytree(built[0], root)
     counts = build_corpus(styles=["fiddle"], out=root, limit=3, jobs=1)
-    assert counts["fiddle"] == {"written": 1, "existing": 2, "failed": 0}
+    assert counts["fiddle"] == {"written": 1, "reexported": 0, "existing": 2, "failed": 0}
     files = sorted(row["file"] for row in _manifest(root))
     assert len(files) == 5 and "chorale/bwv1.6.mid" in files
 
@@ -114,7 +116,7 @@ def test_a_piece_that_fails_is_skipped_and_counted(tmp_path, monkeypatch, capsys
               corpus.Piece("fiddle", "ryansMammoth/Empty.abc", empty, None, "Empty.mid"), good]
     monkeypatch.setattr(corpus, "list_pieces", lambda style: pieces)
     counts = build_corpus(styles=["fiddle"], out=tmp_path / "out", jobs=1)
-    assert counts["fiddle"] == {"written": 1, "existing": 0, "failed": 2}
+    assert counts["fiddle"] == {"written": 1, "reexported": 0, "existing": 0, "failed": 2}
     assert [p.name for p in (tmp_path / "out" / "fiddle").iterdir()] == [good.name]
     err = capsys.readouterr().err
     assert "skipped bach/Corrupt.mxl: " in err and "skipped ryansMammoth/Empty.abc: no notes" in err
@@ -231,7 +233,7 @@ def test_new_styles_export_with_limit_and_a_licence_per_row(folk_tunes):
 def test_second_build_of_new_styles_is_a_no_op(folk_tunes, capsys):
     before = {p: p.stat().st_mtime_ns for p in folk_tunes.glob("*/*.mid")}
     counts = build_corpus(styles=["irish", "scottish", "northumbrian", "fife"], out=folk_tunes, limit=2, jobs=2)
-    assert all(c == {"written": 0, "existing": 2, "failed": 0} for c in counts.values())
+    assert all(c == {"written": 0, "reexported": 0, "existing": 2, "failed": 0} for c in counts.values())
     assert {p: p.stat().st_mtime_ns for p in folk_tunes.glob("*/*.mid")} == before
     assert "nothing new to export" in capsys.readouterr().out
     assert len(_manifest(folk_tunes)) == 9  # the madrigal's row is kept
@@ -314,7 +316,7 @@ def test_odd_scores_are_exported_or_skipped_with_a_reason(tmp_path, monkeypatch,
     monkeypatch.setattr(corpus, "list_pieces", lambda style: pieces)
     out = tmp_path / "out"
     counts = build_corpus(styles=["classical"], out=out, jobs=1)
-    assert counts["classical"] == {"written": 2, "existing": 0, "failed": 3}
+    assert counts["classical"] == {"written": 2, "reexported": 0, "existing": 0, "failed": 3}
     assert _notes(out / "classical/EmptyPart.mid")[1:] == [4, 0]
     assert sum(_notes(out / "classical/Two.mid")) == 8
     err = capsys.readouterr().err
@@ -328,7 +330,7 @@ def test_odd_scores_are_exported_or_skipped_with_a_reason(tmp_path, monkeypatch,
     # a second build neither parses the failed pieces again nor re-exports the good ones
     monkeypatch.setattr(corpus, "_midi_bytes", lambda piece: pytest.fail(f"{piece.source} parsed again"))
     counts = build_corpus(styles=["classical"], out=out, jobs=1)
-    assert counts["classical"] == {"written": 0, "existing": 2, "failed": 3}
+    assert counts["classical"] == {"written": 0, "reexported": 0, "existing": 2, "failed": 3}
     captured = capsys.readouterr()
     assert "3 pieces that failed before were not retried" in captured.err and "nothing new" in captured.out
 
@@ -357,7 +359,7 @@ def test_styles_lists_names_descriptions_and_counts_from_the_manifest(tmp_path, 
 @pytest.mark.parametrize("style,voices", [("classical", 4), ("medieval", 2)])  # about 2 s and 1 s of CPU
 def test_first_piece_of_the_score_styles_exports_all_parts(style, voices, tmp_path):
     counts = build_corpus(styles=[style], out=tmp_path, limit=1, jobs=1)
-    assert counts[style] == {"written": 1, "existing": 0, "failed": 0}
+    assert counts[style] == {"written": 1, "reexported": 0, "existing": 0, "failed": 0}
     (path,) = (tmp_path / style).glob("*.mid")
     assert len([n for n in _notes(path) if n > 20]) >= voices
     assert 30 < mido.MidiFile(str(path)).length < 3600
@@ -386,6 +388,8 @@ def test_data_build_limit_takes_a_number_or_all(monkeypatch):
     assert main(["data", "build", "--styles", "fife", "--limit", "3"]) == 0
     assert [c["limit"] for c in calls] == [cli.DEFAULT_LIMIT, None, 3]
     assert calls[0]["styles"] == list(DEFAULT_STYLES)
+    assert main(["data", "build", "--piece-timeout", "30"]) == 0
+    assert [c["piece_timeout"] for c in calls] == [DEFAULT_PIECE_TIMEOUT] * 3 + [30.0]
     with pytest.raises(SystemExit):
         main(["data", "build", "--limit", "many"])
 
@@ -403,3 +407,134 @@ def test_each_section_ending_in_a_repeat_goes_back_to_its_own_start(tmp_path):
         "C D E F C D E F "  # the first section goes back to the top
         "G A B c d G A B c e "  # the second to its own start, then takes its second ending
         "f g a b f g a b")  # the third to the bar after those endings
+
+
+# --- an exporter version per file: a build exports stale files again; a time limit per piece --------------------
+
+
+def _rewrite_manifest(root, rows, columns=MANIFEST_COLUMNS):
+    with (root / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_files_of_an_older_or_unrecorded_exporter_are_exported_again(built, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(built[0], root)
+    reel = root / "fiddle/7thRegimentReel.mid"
+    exported = reel.read_bytes()
+    # an older exporter wrote the reel (other music stands for what it got wrong); this one the other files
+    reel.write_bytes((root / "chorale/bwv1.6.mid").read_bytes())
+    rows = _manifest(root)
+    for row in rows:
+        if row["file"] == "fiddle/7thRegimentReel.mid":
+            row["exporter"] = str(EXPORTER_VERSION - 1)
+    _rewrite_manifest(root, rows)
+    before = {p: p.stat().st_mtime_ns for p in root.glob("*/*.mid")}
+
+    counts = build_corpus(styles=["chorale", "fiddle"], out=root, limit=2, jobs=1)
+    assert counts["fiddle"] == {"written": 0, "reexported": 1, "existing": 1, "failed": 0}
+    assert counts["chorale"] == {"written": 0, "reexported": 0, "existing": 2, "failed": 0}
+    assert reel.read_bytes() == exported
+    assert {p: t for p, t in before.items() if p != reel} == {p: p.stat().st_mtime_ns for p in before if p != reel}
+    out = capsys.readouterr().out
+    assert "re-exported 1 stale files" in out and "fiddle: 0 written, 1 re-exported (stale), 1 already present" in out
+    rows = {row["file"]: row for row in _manifest(root)}
+    assert {row["exporter"] for row in rows.values()} == {str(EXPORTER_VERSION)}
+    assert int(rows["fiddle/7thRegimentReel.mid"]["notes"]) == sum(_notes(reel))  # the manifest reads the new file
+
+    # a manifest from before exporter versions were recorded: every file of the styles built is stale
+    _rewrite_manifest(root, rows.values(), columns=MANIFEST_COLUMNS[:-1])
+    chorales = {p: p.stat().st_mtime_ns for p in root.glob("chorale/*.mid")}
+    reel.write_bytes(b"MThd stale")
+    counts = build_corpus(styles=["fiddle"], out=root, limit=2, jobs=1)
+    assert counts["fiddle"] == {"written": 0, "reexported": 2, "existing": 0, "failed": 0}
+    assert reel.read_bytes() == exported
+    assert {p: p.stat().st_mtime_ns for p in chorales} == chorales
+    assert {row["file"]: row["exporter"] for row in _manifest(root)} == {  # chorale: not built, not known
+        "chorale/bwv1.6.mid": "", "chorale/bwv10.7.mid": "",
+        "fiddle/42dHighlandRegimentStrathspey.mid": str(EXPORTER_VERSION),
+        "fiddle/7thRegimentReel.mid": str(EXPORTER_VERSION)}
+
+
+def test_an_interrupted_build_keeps_what_it_wrote(tmp_path, monkeypatch, capsys):
+    import midigen.data.corpus as corpus
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(corpus, "_write_manifest", interrupted)  # stopped after exporting, before the manifest
+        with pytest.raises(KeyboardInterrupt):
+            build_corpus(styles=["fiddle"], out=tmp_path, limit=1, jobs=1)
+    (written,) = (tmp_path / "fiddle").glob("*.mid")
+    assert not (tmp_path / "manifest.csv").exists()
+
+    monkeypatch.setattr(corpus, "_midi_bytes", lambda piece: pytest.fail(f"{piece.source} exported again"))
+    assert build_corpus(styles=["fiddle"], out=tmp_path, limit=1, jobs=1)["fiddle"]["existing"] == 1
+    assert "nothing new to export" in capsys.readouterr().out
+    assert [row["file"] for row in _manifest(tmp_path)] == [f"fiddle/{written.name}"]
+    assert not (tmp_path / ".exported").exists()  # the manifest records it now
+
+
+def _tiny_midi() -> bytes:
+    import io
+
+    midi = mido.MidiFile()
+    midi.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=64, time=0),
+                                       mido.Message("note_off", note=60, velocity=0, time=480)]))
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["in-process", "pool"])
+def test_a_piece_past_the_time_limit_is_skipped_and_the_build_goes_on(jobs, tmp_path, monkeypatch, capsys):
+    import time
+
+    import midigen.data.corpus as corpus
+
+    pieces = [corpus.Piece("fiddle", f"test/{name}.abc", tmp_path / f"{name}.abc", None, f"{name}.mid")
+              for name in ("Endless", "Tune")]
+    for piece in pieces:
+        piece.path.write_text("X:1\n")
+    midi, exported = _tiny_midi(), []
+
+    def never_ends(piece):  # like music21 going round a repeat forever, and catching what it raises
+        exported.append(piece.name)
+        while piece.name == "Endless.mid":
+            try:
+                time.sleep(3600)
+            except Exception:
+                pass
+        return midi
+
+    monkeypatch.setattr(corpus, "list_pieces", lambda style: pieces)
+    monkeypatch.setattr(corpus, "_midi_bytes", never_ends)  # the pool's workers are forked: they see it too
+    out = tmp_path / "out"
+    counts = build_corpus(styles=["fiddle"], out=out, jobs=jobs, piece_timeout=0.5)
+    assert counts["fiddle"] == {"written": 1, "reexported": 0, "existing": 0, "failed": 1}
+    assert [p.name for p in (out / "fiddle").iterdir()] == ["Tune.mid"]
+    assert "skipped test/Endless.abc: export took over 0.5 s" in capsys.readouterr().err
+    with (out / "skipped.csv").open(newline="", encoding="utf-8") as fh:
+        (row,) = csv.DictReader(fh)
+    assert (row["source"], row["reason"], row["exporter"], row["timeout"]) == (
+        "test/Endless.abc", "export took over 0.5 s", str(EXPORTER_VERSION), "0.5")
+
+    # not retried under the same limit; retried under a longer one, or when the exporter changes
+    monkeypatch.setattr(corpus, "_midi_bytes", lambda piece: exported.append(piece.name) or midi)
+    exported.clear()
+    assert build_corpus(styles=["fiddle"], out=out, jobs=1, piece_timeout=0.5)["fiddle"]["failed"] == 1
+    assert exported == []
+    skipped = (out / "skipped.csv").read_text(encoding="utf-8")
+    (out / "skipped.csv").write_text(skipped.replace(f",{EXPORTER_VERSION},0.5", ",0,0.5"), encoding="utf-8")
+    assert build_corpus(styles=["fiddle"], out=out, jobs=1, piece_timeout=0.5)["fiddle"]["written"] == 1
+    (out / "fiddle/Endless.mid").unlink()
+    (out / "skipped.csv").write_text(skipped, encoding="utf-8")
+    assert build_corpus(styles=["fiddle"], out=out, jobs=1, piece_timeout=1)["fiddle"]["written"] == 1
+    assert exported == ["Endless.mid", "Endless.mid"] and not (out / "skipped.csv").exists()
+    with pytest.raises(MidigenError, match="--piece-timeout must be more than 0 seconds, not 0"):
+        build_corpus(styles=["fiddle"], out=out, piece_timeout=0)

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from midigen.data.corpus import DEFAULT_LIMIT
+from midigen.data.corpus import DEFAULT_LIMIT, DEFAULT_PIECE_TIMEOUT
 from midigen.errors import MidigenError, exit_status
 
 
@@ -19,7 +19,8 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
     from midigen.data.corpus import DEFAULT_STYLES, build_corpus
 
     styles = args.styles.split(",") if args.styles else list(DEFAULT_STYLES)
-    build_corpus(styles=styles, out=Path(args.out), limit=None if args.limit == "all" else int(args.limit), jobs=args.jobs)
+    build_corpus(styles=styles, out=Path(args.out), limit=None if args.limit == "all" else int(args.limit),
+                 jobs=args.jobs, piece_timeout=args.piece_timeout)
     return 0
 
 
@@ -135,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT,
                        help=f"at most N pieces per style, the first N of each (default {DEFAULT_LIMIT}; all: every piece)")
     build.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    build.add_argument("--piece-timeout", type=float, default=DEFAULT_PIECE_TIMEOUT, metavar="SECONDS",
+                       help=f"skip a piece that takes longer to export (default {DEFAULT_PIECE_TIMEOUT:g}; inf: no "
+                            "limit); it is listed in skipped.csv and retried under a longer limit")
     build.set_defaults(func=_cmd_data_build)
     styles = data_sub.add_parser("styles", help="list the styles: description, pieces in music21, files built")
     styles.add_argument("--root", default="data/corpus", help="corpus root to count built files in (default: data/corpus)")

@@ -5,15 +5,21 @@ folders of music21's bundled corpus it comes from. `build_corpus` writes
 `<out>/<style>/<name>.mid`, one file per piece (one per tune of an ABC collection), and
 `<out>/manifest.csv` with a row per file: `file` (relative path), `style`, `source` (music21
 corpus path, plus `#<X number>` for one tune of a collection), `notes` and `seconds` (as
-read back from the written file) and `licence` (a note on the source's terms).
+read back from the written file), `licence` (a note on the source's terms) and `exporter`
+(the `EXPORTER_VERSION` that wrote the file).
 
-Building is idempotent: a piece whose file exists is not exported again, a piece that
-failed is remembered in `<out>/skipped.csv` with its reason and not retried until music21
-changes, and files are written atomically, so an interrupted build resumes where it
-stopped and a finished one rebuilds as a no-op. Pieces are parsed in a process pool; a
-piece music21 cannot parse or export is skipped and counted, never fatal. Not for reading
-MIDI for training (that is `midigen.data.cache`, which takes any `<root>/<style>/*.mid`
-folder).
+Building resumes and repeats cheaply: a piece whose file exists and was written by this
+`EXPORTER_VERSION` is not exported again; a file written by another version (or by an
+exporter from before versions were recorded) is stale and exported again, so fixes to the
+export reach a built corpus by themselves. A piece that failed is remembered in
+`<out>/skipped.csv` with its reason and not retried until music21 or the exporter changes
+(or, for a piece that ran out of time, the time limit grows). Each piece has a time limit
+(`piece_timeout`); one that takes longer is skipped like a piece music21 cannot read.
+Files are written atomically and recorded as they are written (in `<out>/.exported`
+until the manifest is rewritten), so an interrupted build resumes where it stopped and
+a finished one rebuilds as a no-op. Pieces are parsed in a process pool; a piece music21
+cannot parse or export is skipped and counted, never fatal. Not for reading MIDI for
+training (that is `midigen.data.cache`, which takes any `<root>/<style>/*.mid` folder).
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import signal
 import sys
+import threading
 import unicodedata
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,10 +138,23 @@ ALL_STYLES: dict[str, str] = {name: style.description for name, style in STYLES.
 DEFAULT_STYLES: tuple[str, ...] = tuple(name for name in STYLES if name != "classical")
 DEFAULT_LIMIT = 300
 
+# The version of the export code (`export_piece` and all it calls), recorded beside each file it
+# writes. Bump it in any change that changes what a file holds (a fix to grace notes, ties,
+# repeats...): the next build then exports every file of the built styles again, and retries
+# the pieces that failed, instead of keeping what the old code wrote.
+EXPORTER_VERSION = 1
+# Seconds one piece may take to export: music21 takes minutes on some scores, or never ends
+# (a repeat it follows round and round). 120 is about 4 times the slowest of `--styles all` (31 s).
+DEFAULT_PIECE_TIMEOUT = 120.0
+
 MANIFEST = "manifest.csv"
-MANIFEST_COLUMNS = ("file", "style", "source", "notes", "seconds", "licence")
-SKIPPED = "skipped.csv"  # pieces that failed to export, with the reason: not retried while music21 is the same
-SKIPPED_COLUMNS = ("style", "source", "reason", "music21")
+MANIFEST_COLUMNS = ("file", "style", "source", "notes", "seconds", "licence", "exporter")
+# Pieces that failed to export, with the reason: not retried while music21 and the exporter are
+# the same, nor (`timeout`: the limit a piece ran out of, empty for other failures) under a limit no longer.
+SKIPPED = "skipped.csv"
+SKIPPED_COLUMNS = ("style", "source", "reason", "music21", "exporter", "timeout")
+# "<file>,<exporter>" per file written since the manifest was: how an interrupted build knows what it wrote
+EXPORTED = ".exported"
 _TUNE_NUMBER = re.compile(r"^\s*X:\s*(\d+)\s*$")
 
 
@@ -231,15 +253,20 @@ def _tune_numbers(path: Path) -> list[int]:
 
 
 def build_corpus(styles: list[str] | tuple[str, ...] = DEFAULT_STYLES, out: str | Path = "data/corpus",
-                 limit: int | None = None, jobs: int | None = None) -> dict[str, Counter]:
+                 limit: int | None = None, jobs: int | None = None,
+                 piece_timeout: float = DEFAULT_PIECE_TIMEOUT) -> dict[str, Counter]:
     """Export `styles` (names, or "all") into `out/<style>/` and rewrite `out/manifest.csv`.
 
     `limit` takes at most that many pieces per style (the first in `list_pieces` order);
-    `jobs` is the number of worker processes (default: all cores). Existing files are kept
-    and not re-exported; pieces listed in `out/skipped.csv` as failed with this music21
-    are not retried. Returns per style a Counter of `written`, `existing`, `failed`
-    (failed now or before). Prints a progress bar on stderr and one summary line per style
-    on stdout.
+    `jobs` is the number of worker processes (default: all cores); `piece_timeout` the
+    seconds one piece may take (wall clock), past which it is skipped. Existing files
+    written by this `EXPORTER_VERSION` are kept; stale ones (another version, or none
+    recorded) are exported again, those past `limit` too, and a stale file whose piece now
+    fails is removed. Pieces listed in `out/skipped.csv` as failed with this music21 and
+    exporter are not retried (those that ran out of time are, under a longer limit).
+    Returns per style a Counter of `written` (new files), `reexported` (stale files
+    replaced), `existing`, `failed` (failed now or before). Prints a progress bar on
+    stderr and one summary line per style on stdout.
     """
     styles = resolve_styles(styles)
     if limit is not None and limit < 0:
@@ -247,6 +274,8 @@ def build_corpus(styles: list[str] | tuple[str, ...] = DEFAULT_STYLES, out: str 
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise MidigenError(f"--jobs must be 1 or more, not {jobs}")
+    if not piece_timeout > 0:
+        raise MidigenError(f"--piece-timeout must be more than 0 seconds, not {piece_timeout:g}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MidigenError(f"corpus folder {out} is a file: pass --out a folder")
@@ -254,48 +283,98 @@ def build_corpus(styles: list[str] | tuple[str, ...] = DEFAULT_STYLES, out: str 
     catalogue = {style: list_pieces(style) for style in styles}
     skipped_before = _read_skipped(out)
     music21_version = _music21_version()
-    counts = {style: Counter(written=0, existing=0, failed=0) for style in styles}
+    written_since = _read_exported(out)  # by builds that stopped before rewriting the manifest
+    # file -> the exporter version that wrote it ("" when not recorded: before versions were)
+    exporter_of = {**{row["file"]: row.get("exporter") or "" for row in read_manifest(out) if row.get("file")},
+                   **written_since}
+    current = str(EXPORTER_VERSION)
+    counts = {style: Counter(written=0, reexported=0, existing=0, failed=0) for style in styles}
     todo: list[tuple[Piece, Path]] = []
-    not_retried = 0
+    stale: set[int] = set()  # indices into todo of pieces whose file is replaced
+    not_retried = out_of_time = 0
     for style in styles:
         (out / style).mkdir(parents=True, exist_ok=True)
-        for piece in catalogue[style][:limit]:
+        for i, piece in enumerate(catalogue[style]):
             dest = out / style / piece.name
-            skip = skipped_before.get((style, piece.source))
+            within_limit = limit is None or i < limit
             if dest.exists():
-                counts[style]["existing"] += 1
-            elif skip is not None and skip["music21"] == music21_version:
+                if exporter_of.get(f"{style}/{piece.name}") != current:
+                    stale.add(len(todo))
+                    todo.append((piece, dest))
+                elif within_limit:
+                    counts[style]["existing"] += 1
+            elif not within_limit:
+                continue
+            elif _still_skipped(skipped_before.get((style, piece.source)), music21_version, piece_timeout):
                 counts[style]["failed"] += 1
                 not_retried += 1
+                out_of_time += bool(skipped_before[(style, piece.source)].get("timeout"))
             else:
                 todo.append((piece, dest))
 
     failures: list[tuple[Piece, str]] = []
+    removed = 0
     if todo:
-        for (piece, _), error in zip(todo, _export_all(todo, jobs)):
-            counts[piece.style]["failed" if error else "written"] += 1
+        with (out / EXPORTED).open("a", encoding="utf-8") as log:
+            def record(i: int, error: str | None) -> None:  # as each piece ends: an interrupted build keeps it
+                if error is None:
+                    log.write(f"{todo[i][0].style}/{todo[i][0].name},{current}\n")
+                    log.flush()
+
+            results = _export_all(todo, jobs, piece_timeout, record)
+        for i, ((piece, dest), error) in enumerate(zip(todo, results)):
+            file = f"{piece.style}/{piece.name}"
+            counts[piece.style]["failed" if error else "reexported" if i in stale else "written"] += 1
             skipped_before.pop((piece.style, piece.source), None)
-            if error:
-                failures.append((piece, error))
-                if error != WORKER_DIED:  # not the piece's fault, perhaps: retried next time
-                    skipped_before[(piece.style, piece.source)] = {
-                        "style": piece.style, "source": piece.source, "reason": error, "music21": music21_version}
+            if not error:
+                exporter_of[file] = current
+                continue
+            failures.append((piece, error))
+            if error != WORKER_DIED:  # not the piece's fault, perhaps: retried next time
+                skipped_before[(piece.style, piece.source)] = {
+                    "style": piece.style, "source": piece.source, "reason": error, "music21": music21_version,
+                    "exporter": current, "timeout": f"{piece_timeout:g}" if error == _timeout_reason(piece_timeout)
+                    else ""}
+                if i in stale:  # what an older exporter made of a piece this one cannot export
+                    dest.unlink(missing_ok=True)
+                    exporter_of.pop(file, None)
+                    removed += 1
         _write_skipped(out, skipped_before)
-    rows = _write_manifest(out, catalogue)
+    rows = _write_manifest(out, catalogue, exporter_of)
+    _keep_exported(out, {file: version for file, version in written_since.items()  # other styles' files
+                         if file.split("/")[0] not in catalogue and (out / file).is_file()})
 
     for piece, error in failures:
         print(f"skipped {piece.source}: {error}", file=sys.stderr)
+    if removed:
+        print(f"removed {removed} stale files whose pieces this exporter skips (reasons above)", file=sys.stderr)
     if not_retried:
+        longer = f"; a longer --piece-timeout retries the {out_of_time} that ran out of time" if out_of_time else ""
         print(f"{not_retried} pieces that failed before were not retried: {out / SKIPPED} gives each reason "
-              "(delete it to retry them)", file=sys.stderr)
+              f"(delete it to retry them{longer})", file=sys.stderr)
+    reexported = sum(c["reexported"] for c in counts.values())
+    if reexported:
+        print(f"re-exported {reexported} stale files (written by an older exporter; this is version "
+              f"{EXPORTER_VERSION})")
     for style in styles:
         c = counts[style]
         n_files = sum(1 for row in rows if row["style"] == style)
-        print(f"{style}: {c['written']} written, {c['existing']} already present, {c['failed']} failed "
+        again = f"{c['reexported']} re-exported (stale), " if c["reexported"] else ""
+        print(f"{style}: {c['written']} written, {again}{c['existing']} already present, {c['failed']} failed "
               f"({n_files} files in {out / style})")
     if not todo:
         print(f"nothing new to export; {out / MANIFEST} lists {len(rows)} files")
     return counts
+
+
+def _still_skipped(skip: dict | None, music21_version: str, piece_timeout: float) -> bool:
+    """Whether a piece that failed before (its skipped.csv row, or None) would fail again: not worth a try."""
+    if skip is None or skip.get("music21") != music21_version or skip.get("exporter") != str(EXPORTER_VERSION):
+        return False
+    try:
+        return not skip.get("timeout") or piece_timeout <= float(skip["timeout"])
+    except ValueError:
+        return False
 
 
 def resolve_styles(styles) -> list[str]:
@@ -316,8 +395,14 @@ def resolve_styles(styles) -> list[str]:
 WORKER_DIED = "the export process died (out of memory?); retried on the next build"
 
 
-def _export_all(todo: list[tuple[Piece, Path]], jobs: int) -> list[str | None]:
-    """Export every (piece, destination); the error message of each piece that failed, else None."""
+def _export_all(todo: list[tuple[Piece, Path]], jobs: int, piece_timeout: float | None = None,
+                record: Callable[[int, str | None], None] = lambda i, error: None) -> list[str | None]:
+    """Export every (piece, destination); the error message of each piece that failed, else None.
+
+    Each piece has `piece_timeout` seconds (None: no limit); `record(i, error)` is called in
+    this process as soon as `todo[i]` is done.
+    """
+    from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     from tqdm import tqdm
@@ -329,19 +414,26 @@ def _export_all(todo: list[tuple[Piece, Path]], jobs: int) -> list[str | None]:
     try:
         if jobs == 1 or len(todo) == 1:
             for i, task in enumerate(todo):
-                results[i] = export_piece(task)
+                results[i] = export_piece(task, piece_timeout)
+                record(i, results[i])
                 bar.update()
             return results
         # Piece costs vary 1000-fold (a 4-bar folksong vs a 40-minute quartet): start the largest
         # first, one at a time, so that no worker is left with a long piece at the end.
         order = _largest_first([piece for piece, _ in todo])
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
-            try:
-                for i, result in zip(order, pool.map(export_piece, [todo[i] for i in order])):
-                    results[i] = result
-                    bar.update()
-            except BrokenProcessPool:  # a worker was killed: the pieces left undone say so
-                pass
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)))
+        try:
+            futures = {pool.submit(export_piece, todo[i], piece_timeout): i for i in order}  # started in this order
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    results[i] = future.result()
+                except BrokenProcessPool:  # a worker was killed: the pieces left undone say so
+                    continue
+                record(i, results[i])
+                bar.update()
+        finally:  # on Ctrl-C, start no more pieces
+            pool.shutdown(cancel_futures=True)
         return results
     finally:
         bar.close()
@@ -365,17 +457,21 @@ def _largest_first(pieces: list[Piece]) -> list[int]:
     return sorted(range(len(pieces)), key=lambda i: -size[pieces[i].path] / per_file[pieces[i].path])
 
 
-def export_piece(task: tuple[Piece, Path]) -> str | None:
+def export_piece(task: tuple[Piece, Path], timeout: float | None = None) -> str | None:
     """Parse one piece with music21 and write it to its destination as MIDI; an error message or None.
 
     All parts go into the file (one track each; an unpitched part on the drum channel);
     repeats are written out as played; tempo marks and changes are the score's own, else
     music21's default of 120 BPM; a pickup gets its own short bar (see `_mark_pickup`).
-    Runs in a worker process.
+    A piece still parsing after `timeout` seconds (None: no limit) is given up, its message
+    `export took over <timeout> s`. Runs in a worker process.
     """
     piece, dest = task
     try:
-        data = _midi_bytes(piece)
+        with _time_limit(timeout):
+            data = _midi_bytes(piece)
+    except _OutOfTime:
+        return _timeout_reason(timeout)
     except _Unusable as reason:
         return str(reason)
     except Exception as exc:  # music21 raises many kinds on odd scores; a bad piece never stops a build
@@ -384,6 +480,44 @@ def export_piece(task: tuple[Piece, Path]) -> str | None:
     part.write_bytes(data)
     os.replace(part, dest)
     return None
+
+
+def _timeout_reason(seconds: float | None) -> str:
+    return f"export took over {seconds:g} s"
+
+
+class _OutOfTime(BaseException):
+    """A piece past its time limit: not an `Exception`, so that music21's `except Exception:` lets it through."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None):
+    """Raise `_OutOfTime` in the block once it has run `seconds` (wall clock), and each second after.
+
+    By SIGALRM, so only where there is one (Linux, macOS) and in a main thread (a pool
+    worker's, or the build's own with one job); elsewhere, or for None or more than a
+    million seconds (`inf`; the timer takes no more), there is no limit. Python runs the
+    handler between bytecodes: code stuck in one C call stops when it returns.
+    """
+    if (seconds is None or seconds > 1e6 or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    running = True
+
+    def out_of_time(signum, frame):
+        if running:  # not once the block is over: the alarm may ring as it ends
+            signal.setitimer(signal.ITIMER_REAL, 1.0)  # again in a second, should the piece's code catch this one
+            raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        yield
+    finally:
+        running = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class _Unusable(Exception):
@@ -678,11 +812,12 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else ""
 
 
-def _write_manifest(out: Path, catalogue: dict[str, list[Piece]]) -> list[dict]:
+def _write_manifest(out: Path, catalogue: dict[str, list[Piece]], exporter_of: dict[str, str]) -> list[dict]:
     """Rewrite `out/manifest.csv`: every file of the built styles, plus rows kept for other styles.
 
     Rows of styles not built now are kept while their files exist. `notes` and `seconds`
     are read back from each file with symusic; a file that cannot be read is left out.
+    `exporter_of` gives the exporter version of each file of the built styles ("" if unknown).
     """
     from symusic import Score
 
@@ -700,7 +835,8 @@ def _write_manifest(out: Path, catalogue: dict[str, list[Piece]]) -> list[dict]:
                 continue
             rows.append({"file": f"{style}/{midi.name}", "style": style, "source": source_of.get(midi.name, ""),
                          "notes": sum(len(track.notes) for track in score.tracks),
-                         "seconds": f"{score.end():.2f}", "licence": STYLES[style].licence})
+                         "seconds": f"{score.end():.2f}", "licence": STYLES[style].licence,
+                         "exporter": exporter_of.get(f"{style}/{midi.name}", "")})
     rows.sort(key=lambda row: row["file"])
     _write_csv(out / MANIFEST, MANIFEST_COLUMNS, rows)
     return rows
@@ -713,6 +849,30 @@ def read_manifest(root: Path) -> list[dict]:
         return []
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+def _read_exported(out: Path) -> dict[str, str]:
+    """The files `out/.exported` says were written (file -> exporter version), the last line of each winning."""
+    path = out / EXPORTED
+    if not path.is_file():
+        return {}
+    exported = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        file, _, version = line.rpartition(",")
+        if file:
+            exported[file] = version
+    return exported
+
+
+def _keep_exported(out: Path, exported: dict[str, str]) -> None:
+    """Rewrite `out/.exported` with just `exported` (files the manifest does not record yet), or remove it."""
+    path = out / EXPORTED
+    if exported:
+        part = path.with_name(f"{path.name}.part")
+        part.write_text("".join(f"{file},{version}\n" for file, version in sorted(exported.items())), encoding="utf-8")
+        os.replace(part, path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _read_skipped(out: Path) -> dict[tuple[str, str], dict]:
