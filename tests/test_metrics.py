@@ -1,4 +1,5 @@
-"""Musical metrics, distribution overlap, piano rolls and `midigen evaluate`, on MIDI files made here."""
+"""Musical metrics, distribution overlap, piano rolls, per-file verdicts against real music and
+`midigen evaluate`, on MIDI files made here (and the committed real corpus)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import mido
 import numpy as np
 import pytest
 
-from conftest import make_midi
+from conftest import CORPUS, make_midi
 
 from midigen.cli import main
 from midigen.evaluation.metrics import (
@@ -18,6 +19,7 @@ from midigen.evaluation.metrics import (
     stuck_ratio,
 )
 from midigen.evaluation.pianoroll import pianoroll_from_notes, save_pianoroll
+from midigen.evaluation.reference import judge_files, real_reference, style_of, usable, window_metrics
 
 TPB = 960
 C_MAJOR_UP_DOWN = [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60]
@@ -307,7 +309,215 @@ def test_evaluate_bad_folder_is_one_line_error(tmp_path, capsys, make_folder):
 
 
 def test_metrics_and_pianoroll_stay_off_the_training_stack():
-    code = ("import sys, midigen.evaluation.metrics, midigen.evaluation.pianoroll;"
+    code = ("import sys, midigen.evaluation.metrics, midigen.evaluation.pianoroll, midigen.evaluation.reference;"
             "print([m for m in ('torch', 'lightning', 'pytorch_lightning', 'hydra', 'mlflow') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- in phase with the beat, held notes, AA -----------------------------------------------
+
+
+def eighths(pitches, shift=0.0):
+    """A melody of 8th notes from beat `shift` on: notes [(pitch, start, end)] in beats."""
+    return [(p, shift + i / 2, shift + (i + 1) / 2) for i, p in enumerate(pitches)]
+
+
+def with_meter(path, notes, signatures, tpb=TPB):
+    """A type-0 file of notes [(pitch, start_beat, end_beat)] with time signatures [(beat, num, den)]."""
+    events = [(round(b * tpb), 0, mido.MetaMessage("time_signature", numerator=n, denominator=d))
+              for b, n, d in signatures]
+    for pitch, start, end in notes:
+        events += [(round(start * tpb), 2, on(pitch)), (round(end * tpb), 1, off(pitch))]
+    events.sort(key=lambda e: (e[0], e[1]))
+    now, messages = 0, []
+    for tick, _, msg in events:
+        messages.append(msg.copy(time=tick - now))
+        now = tick
+    return raw_file(path, messages, tpb=tpb)
+
+
+def test_a_clip_a_sixteenth_out_of_phase_is_on_the_grid_but_off_the_beat(tmp_path):
+    pitches = [60 + (3 * i) % 12 for i in range(64)]  # 8 bars of 8ths
+    in_phase = file_metrics(make_midi(tmp_path / "on.mid", eighths(pitches), tpb=TPB))
+    assert in_phase["on_grid"] == 1.0 and in_phase["on_beat"] == pytest.approx(0.5)  # "1 & 2 &": half on the beat
+    quarters = [(p, i, i + 1) for i, p in enumerate(pitches[:32])]
+    assert file_metrics(make_midi(tmp_path / "quarters.mid", quarters, tpb=TPB))["on_beat"] == 1.0
+    # every onset on the "e" (a 16th after the beat): the grid cannot see it, on_beat can
+    shifted = file_metrics(make_midi(tmp_path / "e.mid", [(p, s + 0.25, e + 0.25) for p, s, e in quarters], tpb=TPB))
+    assert shifted["on_grid"] == 1.0
+    assert shifted["on_beat"] == 0.0
+    # a human's few ticks early still lands on the beat
+    early = [(p, max(s - 9 / TPB, 0), e) for p, s, e in quarters]
+    assert file_metrics(make_midi(tmp_path / "early.mid", early, tpb=TPB))["on_beat"] == 1.0
+
+
+def test_on_beat_counts_from_the_files_own_bar_lines(tmp_path):
+    # an 8th-note pickup (a 1/8 bar), then 3/4 with a note on every beat: on the beat in a DAW
+    notes = [(67, 0, 0.5)] + [(60 + i % 7, 0.5 + i, 1.5 + i) for i in range(24)]
+    path = with_meter(tmp_path / "waltz.mid", notes, [(0, 1, 8), (0.5, 3, 4)])
+    assert file_metrics(path)["on_beat"] == 1.0
+    # the same notes read as 4/4 from tick 0 would all be off the beat but the first
+    assert note_metrics([round(s * TPB) for _, s, _ in notes], [round(e * TPB) for _, _, e in notes],
+                        [p for p, _, _ in notes], TPB)["on_beat"] == pytest.approx(1 / 25)
+
+
+def test_a_note_held_ten_beats_is_a_hanging_note_and_not_usable(tmp_path):
+    melody = [(p, i, i + 1) for i, p in enumerate(C_MAJOR_UP_DOWN)]
+    held = file_metrics(make_midi(tmp_path / "held.mid", melody + [(48, 0, 10)], tpb=TPB))
+    assert held["long_notes"] == 1 and held["hanging_notes"] == 0
+    verdict, reasons = usable(held, reference=0.5, label="real chorale excerpts")
+    assert verdict is False
+    assert reasons == ["hanging notes: 1 note held over 4 beats"]
+    # a whole note (4 beats) is music, not a hanging note
+    whole = file_metrics(make_midi(tmp_path / "whole.mid", melody + [(48, 0, 4)], tpb=TPB))
+    assert whole["long_notes"] == 0
+    assert usable(whole, reference=0.5) == (True, [])
+
+
+def test_usable_says_why_in_a_producers_words():
+    metrics = note_metrics([TPB // 4 + k * TPB for k in range(16)], [TPB // 2 + k * TPB for k in range(16)],
+                           [60] * 16, TPB, end_tick=16 * TPB)
+    assert metrics["on_beat"] == 0.0 and metrics["on_grid"] == 1.0
+    verdict, reasons = usable(metrics, reference=0.66, label="real chorale excerpts")
+    assert verdict is False
+    assert reasons == ["off the beat: 0.00 of onsets on a beat, real chorale excerpts >= 0.66"]
+    # without real music the bound is a fallback, and the reason says so
+    assert usable(metrics)[1] == ["off the beat: 0.00 of onsets on a beat, usable >= 0.20 "
+                                  "(a fallback: no real excerpts to compare with)"]
+    # the ticks a human plays late: off the grid as well
+    loose = note_metrics([k * TPB + 70 for k in range(16)], [k * TPB + 400 for k in range(16)], [60] * 16, TPB)
+    assert [r.split(":")[0] for r in usable(loose, reference=0.2)[1]] == ["off the grid", "off the beat"]
+    assert usable(note_metrics([], [], [], TPB)) == (False, ["no notes"])
+
+
+def test_repetition_half_is_one_for_aa_and_near_zero_for_unrelated_halves():
+    rng = np.random.default_rng(1)
+    first = rng.integers(48, 84, 32)  # 4 bars of 8ths
+    onsets = np.arange(64) * TPB // 2
+    clip = dict(on_ticks=onsets, off_ticks=onsets + TPB // 2, ticks_per_beat=TPB, end_tick=32 * TPB)
+    assert note_metrics(pitches=np.concatenate([first, first]), **clip)["repetition_half"] == 1.0
+    assert note_metrics(pitches=rng.integers(48, 84, 64), **clip)["repetition_half"] < 0.15
+    varied = np.concatenate([first, first[:28], rng.integers(84, 120, 4)])  # AA': its last bar differs
+    assert 0.8 < note_metrics(pitches=varied, **clip)["repetition_half"] < 1.0
+    # a clip ending in a rest still has its 8 bars when the clip's end is given
+    short = dict(clip, on_ticks=onsets[:60], off_ticks=onsets[:60] + TPB // 2)
+    assert note_metrics(pitches=np.concatenate([first, first])[:60], **short)["repetition_half"] == pytest.approx(
+        2 * 28 / (32 + 28))
+
+
+# --- real music as the reference ----------------------------------------------------------
+
+
+def test_real_reference_cuts_8_bar_windows_at_the_files_own_bar_lines(tmp_path):
+    real = tmp_path / "real"
+    (real / "waltz").mkdir(parents=True)
+    (real / "march").mkdir()
+    # 16 bars of 3/4 after a quarter pickup: two 8-bar windows (4/4 bars would make one)
+    waltz = [(60, 0, 1)] + [(60 + i % 5, 1 + i, 2 + i) for i in range(48)]
+    windows = window_metrics(with_meter(real / "waltz" / "w.mid", waltz, [(0, 1, 4), (1, 3, 4)]))
+    assert len(windows) == 2
+    assert all(w["on_beat"] == 1.0 and w["repetition_half"] < 1.0 for w in windows)
+    # a 4-bar strain played twice: one 8-bar window whose halves are the same (AA)
+    strain = [(p, i, i + 1) for i, p in enumerate([60, 62, 64, 65] * 4)]
+    march = strain + [(p, s + 16, e + 16) for p, s, e in strain]
+    make_midi(real / "march" / "m.mid", march, tpb=TPB)
+    assert [w["repetition_half"] for w in window_metrics(real / "march" / "m.mid")] == [1.0]
+    make_midi(real / "march" / "short.mid", strain, tpb=TPB)  # 4 bars: no whole window
+    make_midi(real / "march" / "drums.mid", strain, tpb=TPB, channel=9)
+    reference = real_reference(real)
+    assert reference["styles"]["waltz"]["windows"] == 2 and reference["styles"]["march"]["windows"] == 1
+    assert reference["all"]["windows"] == 3 and reference["all"]["files"] == 2
+    assert reference["styles"]["waltz"]["metrics"]["on_beat"]["p5"] == 1.0
+    assert sorted(reference["skipped"]) == ["march/drums.mid", "march/short.mid"]
+    assert "drum" in reference["skipped"]["march/drums.mid"] and "shorter than 8 bars" in reference["skipped"][
+        "march/short.mid"]
+
+
+def test_real_reference_of_the_committed_corpus_is_fast_and_tells_chorales_from_fiddle_tunes():
+    reference = real_reference(CORPUS)
+    assert reference["seconds"] < 10  # measured 0.08 s for these 16 files (41 windows) on one shared core
+    assert set(reference["styles"]) == {"chorale", "fiddle"} and reference["all"]["files"] == 16
+    chorale, fiddle = (reference["styles"][s]["metrics"]["on_beat"] for s in ("chorale", "fiddle"))
+    assert 0.6 < chorale["p5"] < chorale["mean"] < 0.95  # a tester's 8-bar excerpts: mean 0.79, p5 0.66
+    assert fiddle["mean"] < chorale["p5"]
+
+
+def test_files_are_judged_against_their_styles_real_excerpts():
+    assert style_of("chorale_s0_01.mid", ["chorale", "fiddle"]) == "chorale"
+    assert style_of("fiddle/take 3.mid", ["chorale", "fiddle"]) == "fiddle"
+    assert style_of("midigen_s0_01.mid", ["chorale", "fiddle"]) is None
+    reference = real_reference(CORPUS)
+    phase = {"n_notes": 10, "on_grid": 1.0, "hanging_notes": 0, "long_notes": 0}
+    files = {"chorale_s0_01.mid": {**phase, "on_beat": 0.5}, "fiddle_s0_01.mid": {**phase, "on_beat": 0.5},
+             "idea.mid": {**phase, "on_beat": 0.02}}
+    judged = judge_files(files, reference)
+    assert judged["files"]["chorale_s0_01.mid"]["usable"] is False  # chorales are on the beat more than that
+    assert "real chorale excerpts >= 0.7" in judged["files"]["chorale_s0_01.mid"]["reasons"][0]
+    assert judged["files"]["fiddle_s0_01.mid"]["usable"] is True
+    assert judged["files"]["idea.mid"]["against"].startswith("real excerpts")  # no style in its name: all pooled
+    assert judged["worst"] == {"file": "idea.mid", "on_beat": 0.02} and judged["unusable"] == 2
+
+
+# --- `midigen evaluate`: every file, its verdict, the worst one ---------------------------
+
+
+def test_evaluate_lists_every_file_its_verdict_and_the_worst(tmp_path, capsys):
+    ideas = tmp_path / "ideas"
+    ideas.mkdir()
+    quarters = [(p, i, i + 1) for i, p in enumerate(C_MAJOR_UP_DOWN * 2)]
+    make_midi(ideas / "on the beat.mid", quarters, tpb=TPB)
+    make_midi(ideas / "on the e.mid", [(p, s + 0.25, e + 0.25) for p, s, e in quarters], tpb=TPB)
+    make_midi(ideas / "held.mid", quarters + [(48, 0, 10)], tpb=TPB)
+    assert main(["evaluate", str(ideas)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if line.endswith(("yes", "NO"))}
+    assert set(rows) == {"on the beat.mid", "on the e.mid", "held.mid"}
+    assert rows["on the beat.mid"].endswith("yes") and rows["on the e.mid"].endswith("NO")
+    assert "worst: on the e.mid (on_beat 0.00); 2 of 3 files not usable" in out
+    assert "not usable on the e.mid: off the beat: 0.00 of onsets on a beat" in out
+    assert "not usable held.mid: hanging notes: 1 note held over 4 beats" in out
+    assert "on_beat >= 0.20, a fallback: no real excerpts to compare with" in out  # the bound says what it is
+
+
+def test_evaluate_with_real_music_judges_by_style_in_json(tmp_path, capsys):
+    ideas = tmp_path / "ideas"
+    ideas.mkdir()
+    quarters = [(p, i, i + 1) for i, p in enumerate(C_MAJOR_UP_DOWN * 2)]
+    make_midi(ideas / "chorale_s0_01.mid", quarters, tpb=TPB)
+    make_midi(ideas / "chorale_s0_02.mid", [(p, s + 0.25, e + 0.25) for p, s, e in quarters], tpb=TPB)
+    assert main(["evaluate", str(ideas), "--reference", str(CORPUS), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"]["chorale_s0_02.mid"]["on_beat"] == 0.0
+    verdicts = report["verdicts"]
+    assert verdicts["files"]["chorale_s0_01.mid"]["usable"] is True
+    assert verdicts["files"]["chorale_s0_02.mid"]["usable"] is False
+    assert verdicts["files"]["chorale_s0_02.mid"]["against"].startswith("real chorale excerpts")
+    assert verdicts["worst"]["file"] == "chorale_s0_02.mid" and verdicts["unusable"] == 1
+    assert set(report["reference"]["excerpts"]["styles"]) == {"chorale", "fiddle"}
+
+
+def test_files_without_music_are_skipped_with_reasons_and_left_out_of_the_means(tmp_path, capsys):
+    ideas = tmp_path / "ideas"
+    ideas.mkdir()
+    melody_file(ideas / "a.mid", C_MAJOR_UP_DOWN)
+    melody_file(ideas / "b.mid", F_SHARP_MINOR)
+    before = folder_metrics(ideas)["mean"]
+    make_midi(ideas / "empty tracks.mid", [], tpb=TPB)
+    make_midi(ideas / "drums.mid", [(36, i, i + 0.5) for i in range(16)], tpb=TPB, channel=9)
+    make_midi(ideas / "patterns.mid", [(60, i, i + 1) for i in range(16)], tpb=TPB, kind=2)
+    (ideas / "garbage.mid").write_bytes(b"this is not a MIDI file at all")
+    result = folder_metrics(ideas)
+    assert sorted(result["files"]) == ["a.mid", "b.mid"]
+    assert result["mean"] == before
+    reasons = result["skipped"]
+    assert "no notes" in reasons["empty tracks.mid"] and "drum tracks only" in reasons["drums.mid"]
+    assert "type-2" in reasons["patterns.mid"]
+    assert "not a valid MIDI file" in reasons["garbage.mid"]
+    assert main(["evaluate", str(ideas)]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 2 files not usable; 4 skipped" in out
+    for name in reasons:
+        assert f"skipped {name}: " in out
+    # symusic's (and so miditok's) "Invaild midi file" never reaches a user
+    assert not any(word in out for word in ("Invaild", "MiniMidi", "iostream"))

@@ -1,15 +1,22 @@
 """Musical metrics of MIDI files, and how a folder of them compares with real music.
 
 Each metric answers a question a producer asks of a generated idea. All times are MIDI
-ticks at the file's ticks per beat (tempo is ignored: a beat is a quarter note), bars are
-4/4 (midigen writes 4/4), and pitches are MIDI note numbers (60 = C4).
+ticks at the file's ticks per beat (tempo is ignored: a beat is a quarter note), and pitches
+are MIDI note numbers (60 = C4). Bars are 4/4 from tick 0 (midigen writes 4/4) for notes in
+memory; a file's bars follow its own time signatures (see `bar_lines`), which for a file
+midigen wrote is the same thing.
 
     in_scale           share of notes (by count) in the best-fitting major or natural-minor scale
     key                that scale, e.g. "F# minor" (see `key_and_in_scale` for the tie-break)
     on_grid            share of note onsets AND offsets within ticks_per_beat/48 of a 16th-note
                        or an 8th-triplet grid line (the grid starts at tick 0)
+    on_beat            share of note onsets within ticks_per_beat/48 of a beat (a quarter
+                       note counted from its bar line): a clip on the 16th grid but a 16th out of
+                       phase (every onset on the "e") has on_grid 1.0 and on_beat 0.0
     stuck_ratio        share of the melody spent repeating one short pattern back to back
                        ("gets stuck on notes"; see `stuck_ratio`)
+    repetition_half    how much the second half of the clip's whole bars replays the first half
+                       (1.0 for AA, about 0 for two unrelated halves; see `repetition_half`)
     pitch_range        highest minus lowest pitch, semitones
     polyphony          notes sounding on average while anything sounds (time-weighted, silence
                        excluded): 1.0 for a melody, 3.0 for block triads
@@ -17,6 +24,8 @@ ticks at the file's ticks per beat (tempo is ignored: a beat is a quarter note),
     n_notes            notes
     duration_beats     the file's length in beats: its end-of-track (arrays: `end_tick`, else last note-off)
     hanging_notes      note-ons never closed by a note-off in their track (must be 0 for our outputs)
+    long_notes         notes held longer than LONG_NOTE_BEATS (4 beats, a 4/4 bar): a note left
+                       sounding, the other kind of hanging note (must be 0 for our outputs)
     zero_length_notes  notes whose note-off is not after their note-on
     ends_on_bar        the file's end lies on a 4/4 bar line ("ends abruptly")
 
@@ -37,6 +46,7 @@ Hydra or MLflow).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +57,11 @@ MIDI_SUFFIXES = (".mid", ".midi")
 DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 BEATS_PER_BAR = 4
 GRID_TOLERANCE_BEATS = 1 / 48  # 20 ticks at 960 ticks per beat
+# Longer than a 4/4 bar, which is also `generate`'s default --max-note-beats: a note the
+# sampler should have ended. A real whole note (exactly 4 beats) is not long.
+LONG_NOTE_BEATS = 4.0
+REPETITION_STEPS_PER_BEAT = 12  # repetition_half places onsets on a 1/12-beat lattice (16ths and triplets)
+MAX_BARS = 1_000_000  # bar_lines stops here (a few absurd bytes can declare 1/32 bars over hours)
 MELODY_ONSET_TOLERANCE_BEATS = 1 / 16  # onsets closer than this are one melody onset
 MAX_PATTERN = 4  # stuck_ratio looks at patterns of 1..4 pitches
 
@@ -58,8 +73,9 @@ MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
-METRIC_KEYS = ("n_notes", "duration_beats", "key", "in_scale", "on_grid", "stuck_ratio", "pitch_range",
-               "polyphony", "note_density", "hanging_notes", "zero_length_notes", "ends_on_bar")
+METRIC_KEYS = ("n_notes", "duration_beats", "key", "in_scale", "on_grid", "on_beat", "stuck_ratio",
+               "repetition_half", "pitch_range", "polyphony", "note_density", "hanging_notes", "long_notes",
+               "zero_length_notes", "ends_on_bar")
 # Features whose generated vs reference distributions are compared. Length (n_notes,
 # duration_beats) is the producer's choice, and defects (hanging notes) are not style.
 OVERLAP_FEATURES = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density")
@@ -86,10 +102,11 @@ def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: 
     """The metrics (keys in METRIC_KEYS, see the module docstring) of notes held in memory.
 
     `on_ticks`, `off_ticks`: note starts and ends in ticks; `pitches`: MIDI note numbers;
-    `end_tick`: where the clip ends (default: the last note-off). Notes can be in any
-    order and overlap. Arrays cannot leave a note open, so `hanging_notes` here counts the
-    notes whose off tick is not after their on tick (a MIDI writer drops such a note or
-    leaves it hanging); they are also `zero_length_notes`.
+    `end_tick`: where the clip ends (default: the last note-off; give it, so that a clip
+    ending in a rest has all its bars for `repetition_half`). Bars are 4/4 from tick 0.
+    Notes can be in any order and overlap. Arrays cannot leave a note open, so
+    `hanging_notes` here counts the notes whose off tick is not after their on tick (a
+    MIDI writer drops such a note or leaves it hanging); they are also `zero_length_notes`.
     """
     on, off, pitch, tpb = note_arrays(on_ticks, off_ticks, pitches, ticks_per_beat)
     zero_length = int(np.count_nonzero(off <= on))
@@ -101,21 +118,26 @@ def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: 
     return {k: metrics[k] for k in METRIC_KEYS}
 
 
-def _timing_and_pitch_metrics(on, off, pitch, tpb: float, end_tick: int) -> dict:
+def _timing_and_pitch_metrics(on, off, pitch, tpb: float, end_tick: int, bars=None) -> dict:
     n = int(on.size)
     duration_beats = max(float(end_tick), 0.0) / tpb
+    bars = bar_lines([], tpb, end_tick) if bars is None else bars
     key, in_scale = key_and_in_scale(pitch, np.maximum(off - on, 0))
     grid_share, sounding = on_grid(np.concatenate([on, off]), tpb), polyphony(on, off)
+    beat_share, repeated = on_beat(on, tpb, bars), repetition_half(on, pitch, tpb, end_tick, bars)
     return {
         "n_notes": n,
         "duration_beats": duration_beats,
         "key": key,
         "in_scale": 0.0 if in_scale is None else in_scale,
         "on_grid": 0.0 if grid_share is None else grid_share,
+        "on_beat": 0.0 if beat_share is None else beat_share,
         "stuck_ratio": stuck_ratio(on, pitch, tpb),
+        "repetition_half": 0.0 if repeated is None else repeated,
         "pitch_range": int(pitch.max() - pitch.min()) if n else 0,
         "polyphony": 0.0 if sounding is None else sounding,
         "note_density": n / duration_beats if duration_beats > 0 else 0.0,
+        "long_notes": long_notes(on, off, tpb),
         "ends_on_bar": bool(end_tick > 0 and _grid_distance(end_tick, BEATS_PER_BAR * tpb) <= _tolerance(tpb)),
     }
 
@@ -163,6 +185,94 @@ def on_grid(ticks, ticks_per_beat: float) -> float | None:
     tpb = float(ticks_per_beat)
     distance = np.minimum(_grid_distance(ticks, tpb / 4), _grid_distance(ticks, tpb / 3))
     return float(np.mean(distance <= _tolerance(tpb)))
+
+
+def on_beat(on_ticks, ticks_per_beat: float, bar_starts=None) -> float | None:
+    """Share of note onsets within ticks_per_beat/48 of a beat, 0..1; None for no onsets.
+
+    A beat is a quarter note counted from the bar line at or before the onset (`bar_starts`:
+    ascending bar-line ticks as `bar_lines` gives them; default: 4/4 from tick 0, every
+    ticks_per_beat ticks). Every note's onset counts, as in `on_grid` and `in_scale`: a
+    four-voice chord on the beat counts four (real chorale excerpts score about 0.8 so,
+    0.66 if each onset time counted once). An onset a few ticks early belongs to the beat
+    (and bar) it anticipates. Quarter notes in every meter: in 6/8 (a bar of 3 quarters)
+    the beats counted are eighths 1, 3 and 5, the positions a generated clip's 4/4 grid shows.
+    """
+    times = np.asarray(on_ticks, dtype=np.float64).ravel()
+    if times.size == 0:
+        return None
+    tpb = float(ticks_per_beat)
+    tolerance = _tolerance(tpb)
+    bars = np.zeros(1) if bar_starts is None else np.asarray(bar_starts, dtype=np.float64).ravel()
+    bars = bars if bars.size else np.zeros(1)
+    bar = np.maximum(np.searchsorted(bars, times + tolerance, side="right") - 1, 0)
+    return float(np.mean(_grid_distance(times - bars[bar], tpb) <= tolerance))
+
+
+def long_notes(on_ticks, off_ticks, ticks_per_beat: float) -> int:
+    """Notes held longer than LONG_NOTE_BEATS beats (give or take ticks_per_beat/48).
+
+    A note left sounding: the hanging note a producer hears that `stuck_ratio` does not see
+    (that measures a repeated pattern, not a held one). A whole note (4 beats) is not long.
+    """
+    tpb = float(ticks_per_beat)
+    length = np.asarray(off_ticks, dtype=np.float64).ravel() - np.asarray(on_ticks, dtype=np.float64).ravel()
+    return int(np.count_nonzero(length > LONG_NOTE_BEATS * tpb + _tolerance(tpb)))
+
+
+def repetition_half(on_ticks, pitches, ticks_per_beat: float, end_tick: float, bar_starts=None) -> float | None:
+    """How much the clip's second half replays its first half, 0..1; None under 2 bars or no notes.
+
+    The clip is the N whole bars that begin before `end_tick` (bar lines `bar_starts`,
+    default 4/4 from tick 0). The halves are bars [0, N//2) and [N//2, 2*(N//2)) - 8 bars
+    compare bars 1-4 with 5-8; an odd last bar is left out - so the lag is half the clip
+    in whole bars and an 8-bar generated clip and an 8-bar real excerpt are measured
+    alike. Each half is the set of its (onset from the half's first bar line, rounded to
+    1/12 beat; pitch) pairs; the score is the Dice overlap 2|A & B| / (|A| + |B|): 1.0
+    when the second half plays the first again (AA), 0.0 when no note recurs at its place,
+    lower when either half adds notes the other lacks (AA' scores in between).
+    """
+    on = np.asarray(on_ticks, dtype=np.float64).ravel()
+    pitch = np.asarray(pitches, dtype=np.int64).ravel()
+    tpb = float(ticks_per_beat)
+    tolerance = _tolerance(tpb)
+    bars = bar_lines([], tpb, end_tick) if bar_starts is None else np.asarray(bar_starts, dtype=np.float64).ravel()
+    bars = bars[bars < float(end_tick) - tolerance]
+    half = bars.size // 2
+    if half == 0 or on.size == 0:
+        return None
+    stop = bars[2 * half] if 2 * half < bars.size else float(end_tick)
+    halves = []
+    for start, end in ((bars[0], bars[half]), (bars[half], stop)):
+        inside = (on >= start - tolerance) & (on < end - tolerance)
+        step = np.rint((on[inside] - start) * REPETITION_STEPS_PER_BEAT / tpb).astype(np.int64)
+        halves.append(np.unique(step * 128 + pitch[inside]))
+    total = halves[0].size + halves[1].size
+    return 2 * np.intersect1d(halves[0], halves[1]).size / total if total else None
+
+
+def bar_lines(time_signatures, ticks_per_beat: float, end_tick: float) -> np.ndarray:
+    """Bar-line ticks from tick 0 up to (not including) `end_tick`, float64, ascending.
+
+    `time_signatures`: [(tick, numerator, denominator)] in any order. A bar lasts
+    numerator * 4 / denominator beats (3/4: 3 beats; 6/8: 3 beats); a signature starts a
+    new bar where it stands (the last of several at one tick wins); before the first one,
+    or without any, bars are 4/4 from tick 0. At most MAX_BARS bar lines.
+    """
+    tpb = float(ticks_per_beat)
+    by_tick = {int(tick): (int(num), int(den)) for tick, num, den in sorted(time_signatures, key=lambda s: s[0])}
+    if 0 not in by_tick:
+        by_tick[0] = (BEATS_PER_BAR, 4)
+    end = max(float(end_tick), 0.0)
+    starts = sorted(t for t in by_tick if 0 <= t < end) or [0]
+    parts, budget = [], MAX_BARS
+    for start, next_start in zip(starts, starts[1:] + [end]):
+        num, den = by_tick[start]
+        length = max(num * 4 / max(den, 1) * tpb, tpb / 8)  # a 0/x or 1/128 bar: one 32nd, not a tick
+        count = min(max(math.ceil((next_start - start) / length), 0), budget)
+        parts.append(start + length * np.arange(count))
+        budget -= count
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _grid_distance(ticks, step: float):
@@ -260,31 +370,76 @@ def read_file_notes(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """A MIDI file's non-drum notes, all tracks merged: (on_ticks, off_ticks, pitches, ticks_per_beat).
 
     Read with symusic, like the training data; a note never closed is not a note here (see
-    `raw_file_facts`). Raises MidiReadError for a missing, empty or unparseable file.
+    `raw_file_facts`). Raises MidiReadError for a missing, empty, unparseable or type-2 file.
     """
+    score = read_score(path)
+    on, off, pitch, _ = score_notes(score)
+    return on, off, pitch, max(int(score.ticks_per_quarter), 1)
+
+
+def read_score(path: str | Path):
+    """The file as a symusic Score (ticks). MidiReadError, in words, for a missing, empty or
+    unparseable file, and for type 2 (independent patterns, which merging as simultaneous
+    tracks would turn into wrong music; `generate` refuses it too)."""
     from symusic import Score
 
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise MidiReadError(f"{path.name}: not a readable MIDI file (empty: 0 bytes)")
-        score = Score(str(path))
+        with path.open("rb") as fh:
+            header = fh.read(14)
     except OSError as exc:
         raise MidiReadError(f"{path.name}: unreadable ({exc.strerror or exc})") from None
-    except MidiReadError:
-        raise
+    if not header:
+        raise MidiReadError(f"{path.name}: not a valid MIDI file (empty: 0 bytes)")
+    if header[:4] == b"MThd" and header[8:10] == b"\x00\x02":
+        raise MidiReadError(f"{path.name}: type-2 MIDI (independent patterns) is not supported; "
+                            "export it as type 0 or 1")
+    try:
+        return Score(str(path))
     except Exception as exc:  # symusic raises plain RuntimeError/ValueError on bad bytes
-        raise MidiReadError(f"{path.name}: not a readable MIDI file ({_first_line(exc)})") from None
+        raise MidiReadError(not_valid_midi(path.name, exc)) from None
+
+
+def score_notes(score) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A Score's non-drum notes, tracks merged: (on_ticks, off_ticks, pitches, drum_notes), int64
+    arrays and the number of drum notes left out (to tell "drums only" from "no notes")."""
     on, off, pitch = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    drum_notes = 0
     for track in score.tracks:
         if track.is_drum or track.note_num() == 0:
+            drum_notes += track.note_num() if track.is_drum else 0
             continue
         notes = track.notes.numpy()
         start = notes["time"].astype(np.int64)
         on.append(start)
         off.append(start + notes["duration"].astype(np.int64))
         pitch.append(notes["pitch"].astype(np.int64))  # int8 in symusic: widen before any arithmetic
-    return np.concatenate(on), np.concatenate(off), np.concatenate(pitch), max(int(score.ticks_per_quarter), 1)
+    return np.concatenate(on), np.concatenate(off), np.concatenate(pitch), drum_notes
+
+
+def time_signatures(score) -> list[tuple[int, int, int]]:
+    """A Score's time signatures as [(tick, numerator, denominator)] (input to `bar_lines`)."""
+    found = score.time_signatures.numpy()
+    return list(zip(found["time"].tolist(), found["numerator"].tolist(), found["denominator"].tolist()))
+
+
+def no_notes_reason(drum_notes: int) -> str:
+    """Why a file has nothing to measure, in words: drums only, or no notes at all."""
+    return "drum tracks only (no pitched notes to measure)" if drum_notes else "no notes (empty tracks)"
+
+
+def not_valid_midi(name: str, exc: BaseException) -> str:
+    """'NAME: not a valid MIDI file (why)' for a reader's exception, in our words.
+
+    symusic (the reader miditok uses) says "MiniMidi: Invaild midi file! File header is
+    not MThd!: iostream error"; its typo and its stream jargon never reach a user.
+    """
+    why = _first_line(exc)
+    why = re.sub(r"^MiniMidi:\s*", "", why)
+    why = re.sub(r"(?i)invaild midi file!?\s*", "", why)
+    why = re.sub(r"(?i)invaild", "invalid", why)
+    why = re.sub(r"!?:?\s*iostream error$", "", why).rstrip("!").strip()
+    return f"{name}: not a valid MIDI file" + (f" ({why[:1].lower()}{why[1:]})" if why else "")
 
 
 def raw_file_facts(path: str | Path) -> dict:
@@ -302,7 +457,7 @@ def raw_file_facts(path: str | Path) -> dict:
     try:
         midi = mido.MidiFile(str(path), clip=True)
     except Exception as exc:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
-        raise MidiReadError(f"{path.name}: not a readable MIDI file ({_first_line(exc)})") from None
+        raise MidiReadError(not_valid_midi(path.name, exc)) from None
     hanging, end_tick = 0, 0
     for track in midi.tracks:
         now = 0
@@ -325,14 +480,19 @@ def file_metrics(path: str | Path) -> dict:
     """The metrics (keys in METRIC_KEYS, see the module docstring) of one MIDI file.
 
     Notes are the file's non-drum notes (symusic); `hanging_notes` and the file's end
-    (end-of-track, which sets `duration_beats`, `note_density` and `ends_on_bar`) come
-    from the raw messages (mido). A file without notes is measured too (n_notes 0, the
-    shares 0.0, key None). Raises MidiReadError for a file that cannot be read.
+    (end-of-track, which sets `duration_beats`, `note_density`, `ends_on_bar` and the bars
+    `repetition_half` halves) come from the raw messages (mido); bars follow the file's
+    time signatures (4/4 from tick 0 without any). A file without notes is measured too
+    (n_notes 0, the shares 0.0, key None; `folder_metrics` skips it). Raises MidiReadError
+    for a file that cannot be read or is type 2.
     """
-    on, off, pitch, tpb = read_file_notes(path)
+    score = read_score(path)
+    on, off, pitch, _ = score_notes(score)
+    tpb = float(max(int(score.ticks_per_quarter), 1))
     raw = raw_file_facts(path)
     end_tick = max(raw["end_tick"], int(off.max()) if off.size else 0)
-    metrics = _timing_and_pitch_metrics(on, off, pitch, float(tpb), end_tick)
+    bars = bar_lines(time_signatures(score), tpb, end_tick)
+    metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick, bars)
     metrics["hanging_notes"] = raw["hanging_notes"]
     metrics["zero_length_notes"] = int(np.count_nonzero(off <= on))
     return {k: metrics[k] for k in METRIC_KEYS}
@@ -361,19 +521,25 @@ def folder_metrics(path: str | Path) -> dict:
     """`file_metrics` of every MIDI file under a folder (see `midi_files`), and their means.
 
     Returns {"files": {relative path: metrics}, "mean": {metric: mean over files},
-    "skipped": {relative path: reason}}. Unreadable files are skipped, never fatal; a file
-    without notes is measured (it pulls the means down, as an empty idea should).
-    `ends_on_bar`'s mean is the share of files ending on a bar; `key` has no mean.
-    MidigenError for a missing folder or one without MIDI files.
+    "skipped": {relative path: reason}}. Files that cannot be measured are skipped with
+    their reason, never fatal, and are in no mean: unreadable, not valid MIDI, type 2, no
+    notes (empty tracks) or drum tracks only. `ends_on_bar`'s mean is the share of files
+    ending on a bar; `key` has no mean. MidigenError for a missing folder or one without
+    MIDI files.
     """
     root = Path(path).expanduser()
     files, skipped = {}, {}
     for file in midi_files(root):
         name = file.relative_to(root).as_posix() if root.is_dir() else file.name
         try:
-            files[name] = file_metrics(file)
+            metrics = file_metrics(file)
         except MidiReadError as exc:
             skipped[name] = str(exc)
+            continue
+        if metrics["n_notes"] == 0:
+            skipped[name] = f"{file.name}: {no_notes_reason(score_notes(read_score(file))[3])}"
+        else:
+            files[name] = metrics
     return {"files": files, "mean": mean_metrics(files.values()), "skipped": skipped}
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from midigen.errors import MidigenError, MidiReadError
+from midigen.evaluation.metrics import not_valid_midi
 
 INDEX_FILE = "originality.npz"
 # Bump when the melody representation or the hash changes: old indexes then fail to load.
@@ -138,8 +139,7 @@ def read_onsets(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     try:
         score = Score(str(path))
     except Exception as exc:  # symusic raises plain RuntimeError/ValueError on bad bytes
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise MidiReadError(f"{path.name}: not a readable MIDI file ({first})") from None
+        raise MidiReadError(not_valid_midi(path.name, exc)) from None
     on, pitch = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for track in score.tracks:
         if track.is_drum or track.note_num() == 0:
