@@ -32,14 +32,14 @@ def test_pretrained_bundle_is_small_complete_and_documented():
 
 
 def test_generate_uses_the_pretrained_model_when_there_is_no_registry(tmp_path, monkeypatch):
-    from midigen.producer import generate
+    from midigen.producer import registry
     from midigen import tracking
 
     root = tmp_path / "clone"
     shutil.copytree(PRETRAINED, root / "models" / "pretrained")
     monkeypatch.setattr(tracking, "repo_root", lambda: root)  # a fresh clone: no mlflow.db
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert generate.default_model_ref() == str(root / "models" / "pretrained")
+    assert registry.default_model_ref() == str(root / "models" / "pretrained")
 
 
 def test_pretrained_model_writes_daw_ready_files_with_their_copy_ratio(tmp_path):

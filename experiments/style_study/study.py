@@ -426,7 +426,8 @@ def run_study(model: str, corpus_root: str | Path, out: str | Path, sizes: Sizes
 
 def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, command) -> dict:  # noqa: ANN001
     from midigen.errors import MidigenError
-    from midigen.producer.bundle import load_bundle, resolve_model
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.registry import resolve_model
 
     started = time.time()
     timings: dict[str, float] = {}

@@ -73,7 +73,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from midigen.evaluation.evaluate import evaluate_command
 
     if args.style_of:  # a registry URI or folder -> the classifier file in its bundle
-        from midigen.producer.bundle import STYLE_CLASSIFIER, find_bundle_dir, resolve_model
+        from midigen.producer.bundle import STYLE_CLASSIFIER, find_bundle_dir
+        from midigen.producer.registry import resolve_model
 
         folder = find_bundle_dir(resolve_model(args.style_of))
         args.style_classifier = folder / STYLE_CLASSIFIER
@@ -96,10 +97,31 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def _cmd_models_pull(args: argparse.Namespace) -> int:
-    from midigen.producer.bundle import pull_model
+    from midigen.producer.registry import pull_model
 
-    path = pull_model(args.uri, Path(args.out))
-    print(path)
+    source = pull_model(args.uri, Path(args.out), force=args.force)
+    what = "already there" if source.origin != "registry" else "pulled"
+    print(f"{source.path}", flush=True)
+    print(f"midigen: {what}: {source.describe()}", file=sys.stderr)
+    return 0
+
+
+def _cmd_models_cache(args: argparse.Namespace) -> int:
+    from midigen.producer.registry import cache_dir, cached_models, clear_cache
+
+    if args.cache_command == "clear":
+        folders, size = clear_cache()
+        print(f"removed {folders} cached models ({size / 1e6:.1f} MB) from {cache_dir()}")
+        return 0
+    entries = cached_models()
+    if args.json:
+        print(json.dumps({"cache": str(cache_dir()), "models": entries}))
+        return 0
+    print(f"{cache_dir()}: {len(entries)} cached models (MIDIGEN_CACHE moves it; `midigen models cache clear` empties it)")
+    for e in entries:
+        what = f"models:/{e['name']}/{e['version']}" if e["name"] else (f"run {e['run_id']}" if e["run_id"] else "?")
+        print(f"  {what}  run {e['run_id'] or '?'}  {e['bytes'] / 1e6:.1f} MB  from {e['store'] or 'unknown store'}"
+              f"  ({Path(e['path']).name})")
     return 0
 
 
@@ -183,7 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     pull = models_sub.add_parser("pull", help="download a model for offline generation")
     pull.add_argument("uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")
     pull.add_argument("--out", default=".", help="folder to put the model folder in")
+    pull.add_argument("--force", action="store_true",
+                      help="replace a folder of the same name that holds another model (another run or store)")
     pull.set_defaults(func=_cmd_models_pull)
+    cache = models_sub.add_parser("cache", help="the registry models downloaded for generation ($MIDIGEN_CACHE)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    listing = cache_sub.add_parser("list", help="each cached model: name, version, run, store, size")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_cmd_models_cache)
+    cache_sub.add_parser("clear", help="remove every cached model (they download again when used)") \
+        .set_defaults(func=_cmd_models_cache)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the baselines")
     bench.add_argument("--quick", action="store_true", help="smaller sizes; the whole run in about 3 minutes")

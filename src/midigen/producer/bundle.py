@@ -9,17 +9,13 @@ A bundle is a folder:
     style_classifier.json  the style classifier fitted on the training split (when built)
     MODEL_CARD.md       what it was trained on, its figures, the commit
 
-`resolve_model` turns what a producer types after `--model` into a local bundle (or
-checkpoint): a bundle folder, a pulled MLflow model folder, a Lightning checkpoint,
-or `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/NAME/latest`, `runs:/ID/model`
-(downloaded once into the cache; only these import mlflow).
+Where a `--model` value comes from (registry URIs, the download cache, the default model)
+is `midigen.producer.registry`; this module only reads and writes the folder.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,101 +130,3 @@ def _load_checkpoint(path: Path) -> Bundle:
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     model.load_state_dict(state)
     return Bundle(model.eval(), EventParams.from_dict(hp["tokenizer"]), {"model": config.to_dict()}, path)
-
-
-# --- registry URIs -----------------------------------------------------------------------
-
-_URI = re.compile(r"^(models|runs):/")
-
-
-def is_registry_uri(ref: str) -> bool:
-    return bool(_URI.match(ref))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MIDIGEN_CACHE", Path.home() / ".cache" / "midigen")) / "models"
-
-
-def resolve_model(ref: str) -> Path:
-    """A `--model` value -> a local path `load_bundle` takes (downloading registry models once)."""
-    if not is_registry_uri(ref):
-        return Path(ref).expanduser()
-    return _download(ref)
-
-
-def _download(ref: str, dest_parent: Path | None = None) -> Path:
-    from midigen.tracking import check_reachable, tracking_uri
-
-    uri = tracking_uri()
-    check_reachable(uri)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(uri)
-    mlflow.set_tracking_uri(uri)
-    try:
-        key, source = _pin(ref, client)
-    except MlflowException as exc:
-        raise MidigenError(f"{ref}: not found in the registry at {uri} ({_mlflow_reason(exc)})") from None
-    dest = (dest_parent or cache_dir()) / key
-    if (dest / "artifacts" / "bundle" / CONFIG).exists() or (dest / CONFIG).exists():
-        return dest
-    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
-    except MlflowException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MidigenError(f"{ref}: could not download ({_mlflow_reason(exc)})") from None
-    # download_artifacts puts the model folder inside dst_path under its own name
-    inner = [p for p in tmp.iterdir() if p.is_dir()]
-    root = inner[0] if len(inner) == 1 and not (tmp / "MLmodel").exists() else tmp
-    if dest.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return dest
-    root.rename(dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def _pin(ref: str, client) -> tuple[str, str]:  # noqa: ANN001
-    """(cache key, immutable source URI) for a registry/run URI; aliases resolve to versions."""
-    if ref.startswith("runs:/"):
-        run_id = ref[len("runs:/"):].split("/")[0]
-        client.get_run(run_id)  # raises if unknown
-        return f"run-{run_id}", ref
-    body = ref[len("models:/"):]
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        mv = client.get_model_version_by_alias(name, alias)
-    else:
-        name, _, version = body.partition("/")
-        if version in ("", "latest"):
-            versions = client.search_model_versions(f"name='{name}'")
-            if not versions:
-                raise MidigenError(f"{ref}: no versions registered under {name!r}; train one with `make train`")
-            mv = max(versions, key=lambda v: int(v.version))
-        else:
-            mv = client.get_model_version(name, version)
-    return f"{_safe(name)}-{mv.version}", f"models:/{name}/{mv.version}"
-
-
-def pull_model(ref: str, out: Path) -> Path:
-    """Download a registered model into `out/<name>-<version>` for offline generation."""
-    if not is_registry_uri(ref):
-        raise MidigenError(f"{ref}: pull takes models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")
-    path = _download(ref, Path(out).expanduser())
-    load_bundle(path)  # fail now, not at generation time, if it is not a midigen model
-    return path
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def _mlflow_reason(exc: Exception) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return msg.strip().splitlines()[0][:200]

@@ -349,38 +349,6 @@ def add_clip_arguments(p: argparse.ArgumentParser) -> None:
                         "(native where built; the default)")
 
 
-def default_model_ref() -> str:
-    """The champion if the local registry has one, else its newest version, else the pretrained model."""
-    from midigen.tracking import repo_root
-
-    pretrained = repo_root() / "models" / "pretrained"
-    import os
-
-    has_registry = bool(os.environ.get("MLFLOW_TRACKING_URI")) or (repo_root() / "mlflow.db").exists()
-    if has_registry:
-        from midigen.producer.bundle import _pin
-        from midigen.tracking import DEFAULT_REGISTRY_NAME, check_reachable, tracking_uri
-
-        # A server that is down is an error in seconds, not minutes of MLflow's retries
-        # followed by a silent fall back to the pretrained model.
-        check_reachable(tracking_uri())
-        try:
-            from mlflow import MlflowClient
-
-            client = MlflowClient(tracking_uri())
-            for ref in (f"models:/{DEFAULT_REGISTRY_NAME}@champion", f"models:/{DEFAULT_REGISTRY_NAME}/latest"):
-                try:
-                    _pin(ref, client)
-                    return ref
-                except Exception:
-                    continue
-        except Exception:
-            pass
-    if (pretrained / "config.json").exists():
-        return str(pretrained)
-    raise MidigenError("no model to generate with: train one (`make train`) or pass --model")
-
-
 def clip_request(args: argparse.Namespace, **fields) -> GenerateRequest:
     """A GenerateRequest from the options `add_clip_arguments` defines, plus `fields`."""
     return GenerateRequest(
@@ -401,19 +369,20 @@ def audio_settings(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from midigen.producer.bundle import load_bundle, resolve_model
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.registry import default_model_ref, locate_model
 
     req = clip_request(args, num=args.num, bars=args.bars if args.bars is not None else (None if args.events else 8),
                        events=args.events, style=parse_style(args.style), primer=args.primer,
                        note_range=parse_range(args.note_range))
     validate(req)
     audio = audio_settings(args)
-    ref = args.model or default_model_ref()
-    bundle = load_bundle(resolve_model(ref))
-    return write_clips(generate_batch(bundle, req), args, ref, audio)
+    source = locate_model(args.model or default_model_ref())
+    bundle = load_bundle(source.path)
+    return write_clips(generate_batch(bundle, req), args, source, audio)
 
 
-def write_clips(results: list[dict], args: argparse.Namespace, ref: str, audio: tuple[str | None, str | None],
+def write_clips(results: list[dict], args: argparse.Namespace, source, audio: tuple[str | None, str | None],  # noqa: ANN001
                 report: dict | None = None) -> int:
     """Write generated clips into --out (with --preview PNGs and --audio recordings beside them)
     and say what was written: a line per file, or with --json one object (`report` adds to it).
@@ -453,11 +422,12 @@ def write_clips(results: list[dict], args: argparse.Namespace, ref: str, audio: 
     summary = _summarise(results)
     if args.json:
         copies = {str(t): r["copy"] for t, r in zip(targets, results) if r["copy"]}
-        payload = {"model": ref, "files": [str(t) for t in targets], "metrics": summary, "copy": copies, **(report or {})}
+        payload = {"model": source.ref, "model_source": source.to_dict(), "files": [str(t) for t in targets], "metrics": summary, "copy": copies, **(report or {})}
         if audio_format:
             payload["audio"] = {"renderer": renderer, "format": audio_format, "files": [str(a) for a in audio_files]}
         print(json.dumps(payload, default=float))
         return 0
+    print(f"model: {source.describe()}")
     for t, r in zip(targets, results):
         on, _, pitch = r["notes"]
         copy = r["copy"]

@@ -123,15 +123,16 @@ def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
 
 
 def interpolate_command(args) -> int:  # noqa: ANN001
-    from midigen.producer.bundle import load_bundle, resolve_model
-    from midigen.producer.generate import audio_settings, clip_request, default_model_ref, validate, write_clips
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import audio_settings, clip_request, validate, write_clips
+    from midigen.producer.registry import default_model_ref, locate_model
 
     req = clip_request(args, num=args.num, bars=args.bars)
     validate(req)
     blend_weights(args.steps)  # a bad --steps fails before the model loads
     audio = audio_settings(args)
-    ref = args.model or default_model_ref()
-    bundle = load_bundle(resolve_model(ref))
+    source = locate_model(args.model or default_model_ref())
+    bundle = load_bundle(source.path)
     clips = interpolate_batch(bundle, args.a, args.b, args.steps, req, args.style_a, args.style_b, args.mix)
     report = {"weights": [c["weight"] for c in clips], "styles": clips[0]["styles"]}
-    return write_clips(clips, args, ref, audio, report)
+    return write_clips(clips, args, source, audio, report)
