@@ -24,9 +24,9 @@ native.build()  # a no-op where built; a failure to build fails this module (it 
 from midigen.cli import main as cli_main  # noqa: E402
 from midigen.data.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET,  # noqa: E402
                             EventParams)
-from midigen.model import EventLSTM, ModelConfig  # noqa: E402
-from midigen.producer.sampling import (NEG_INF, SamplingOptions, StepLSTM, _draw, _StepWeights, _top_k, _top_p,  # noqa: E402
-                              _Tracker, _weights, forget_prepared, sample)
+from midigen.model import EventLSTM, ModelConfig, StepLSTM, _StepWeights, forget_prepared  # noqa: E402
+from midigen.producer.sampling import (NEG_INF, SamplingOptions, _draw, _top_k, _top_p,  # noqa: E402
+                              _Tracker, _weights, sample)
 
 from conftest import run_midigen  # noqa: E402
 

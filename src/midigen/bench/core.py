@@ -145,7 +145,7 @@ def machine_info() -> dict:
     import torch
 
     from midigen.producer import native
-    from midigen.producer.sampling import native_bf16
+    from midigen.model import native_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -45,7 +45,8 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
     import torch
 
     from midigen.producer import native
-    from midigen.producer.sampling import SamplingOptions, _StepWeights, resolve_precision, sample
+    from midigen.model import _StepWeights, resolve_precision
+    from midigen.producer.sampling import SamplingOptions, sample
 
     params = EventParams.seed()
     V, E = params.vocab_size, sizes.sample_events
