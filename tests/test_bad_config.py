@@ -22,8 +22,8 @@ def train(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # what run_cli sets; restored afterwards
     monkeypatch.setattr(sys, "argv", list(sys.argv))
 
-    def run(*overrides: str):
-        common = ["experiment=smoke", f"data.root={CORPUS}", f"paths.cache={tmp_path / 'cache'}",
+    def run(*overrides: str, experiment: str = "smoke"):
+        common = [f"experiment={experiment}", f"data.root={CORPUS}", f"paths.cache={tmp_path / 'cache'}",
                   f"paths.outputs={tmp_path / 'out'}"]
         status = main(["train", *common, *overrides])
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -45,6 +45,22 @@ def train(tmp_path, monkeypatch, capsys):
     ("data.root=/no/such/corpus", "corpus folder /no/such/corpus does not exist"),
     ("data.seq_len=1", "data.seq_len=1 is too short"),
     ("model.hidden_size=0", "model: hidden_size must be greater than zero"),
+    # Numbers a run cannot use: it would train (and register) a model that learned nothing.
+    ("optim.lr=0", "optim.lr=0 must be a finite number above 0"),
+    ("optim.lr=-0.001", "optim.lr=-0.001 must be a finite number above 0"),
+    ("optim.lr=nan", "optim.lr=nan must be a finite number above 0"),
+    ("optim.lr=inf", "optim.lr=inf must be a finite number above 0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1 must be a finite number, 0 or more"),
+    ("+optim.betas=[0.9,1.5]", "optim: Invalid beta parameter at index 1: 1.5"),
+    ("+optim.colour=blue", "keyword argument 'colour'; check the optim.* settings"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be at least 1"),
+    ("trainer.max_epochs=-1", "trainer.max_epochs=-1 must be at least 1"),
+    ("trainer.gradient_clip_val=-1.0", "trainer.gradient_clip_val=-1.0 must be 0 or more"),
+    ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
+    ("data.eval_batch_size=-4", "data.eval_batch_size=-4 must be at least 1"),
+    ("model.dropout=1", "model.dropout=1 must be at least 0 and below 1"),
+    ("model.dropout=-0.1", "model.dropout=-0.1 must be at least 0 and below 1"),
+    ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 must be 0 or more"),
     ("+data.colour=blue", "unexpected keyword argument 'colour'"),
     ("data.root='/tmp/a corpus ü", "cannot read the override"),
 ], ids=lambda v: v if "=" in v else "")
@@ -53,6 +69,17 @@ def test_bad_override_is_one_line_before_training(train, override, needle):
     assert status == 2
     assert len(err) == 1 and err[0].startswith("midigen: error: "), err
     assert needle in err[0]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("optim.lr=0", "optim.lr=0 must be a finite number above 0"),
+    ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be at least 1"),
+])
+def test_the_first_approach_refuses_the_same_numbers(train, override, needle):
+    status, err = train(override, experiment="seed_approach1")
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("midigen: error: ") and needle in err[0], err
 
 
 def test_an_empty_corpus_is_one_line(train, tmp_path):

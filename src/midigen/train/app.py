@@ -1,9 +1,10 @@
 """`midigen train [overrides]` / `python -m midigen.train`: the Hydra training app.
 
 Composes conf/train.yaml (data, model, optim, trainer, callbacks, logger, experiment) and
-runs one training per job (`midigen.train.run`); a sweep (`-m`) runs one process-local
-job after another, one MLflow run each, and a failing job does not stop the others. With
-Hydra 1.3 (`version_base="1.3"`) the working directory is not changed.
+runs one training per job (`midigen.train.run`; `midigen.train.note_regression` for
+task=note_regression); a sweep (`-m`) runs one process-local job after another, one MLflow
+run each, and a failing job does not stop the others. With Hydra 1.3 (`version_base="1.3"`)
+the working directory is not changed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode.name == "MULTIRUN"
     try:
-        results = train(cfg)
+        results = _task(cfg)(cfg)
     except Exception as exc:
         if not sweep:
             if isinstance(exc, MidigenError):
@@ -56,6 +57,17 @@ def main(cfg: DictConfig) -> float | None:
         return float("inf")
     value = results.get(cfg.optimized_metric) or results.get("val/best_nll")
     return float(value) if value is not None else None
+
+def _task(cfg: DictConfig):  # noqa: ANN202
+    """What `task` trains: the event-token LSTM, or the dissertation's first approach."""
+    task = cfg.get("task", "events")
+    if task == "note_regression":
+        from midigen.train.note_regression import train_note_regression
+
+        return train_note_regression
+    if task != "events":
+        raise MidigenError(f"task={task}: use events or note_regression")
+    return train
 
 def run_cli(argv: list[str]) -> int:
     """Entry for `midigen train ...`: Hydra reads its arguments from sys.argv.

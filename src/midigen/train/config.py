@@ -1,22 +1,25 @@
 """The training app's configuration: where conf/ is, and checking a composed config.
 
 Shared helpers below the apps (`midigen.train.app`, the seed's note regression): refuse a
-wrong-typed override in one line, turn a config value that breaks building an object into
-one line, turn Hydra's composition errors into one line, flatten a config for MLflow
-params, and the git commit a run records.
+wrong-typed override and a number no run can use (`optim.lr=0`) in one line before the
+MLflow run exists, turn a config value that breaks building an object into one line, turn
+Hydra's composition errors into one line, flatten a config for MLflow params, and the git
+commit a run records.
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 from contextlib import contextmanager
 
 import typing
 
+import torch
 from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException, MissingConfigException, OverrideParseException
-from hydra.utils import get_object
+from hydra.utils import get_object, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -89,6 +92,48 @@ def check_override_types(cfg: DictConfig, overrides: list[str]) -> None:
         if not _same_kind(expected, got) and not _takes_text(cfg, o.key_or_group):
             raise MidigenError(f"{o.input_line}: {o.key_or_group} takes {_kind(expected)} "
                                f"(like its default {expected!r}), not {got!r}")
+
+# Numbers no run can use, each (key, allowed, what to say). `optim.lr=0` would train a model
+# that learns nothing and register it; dropout 1 drops every unit. data.batch_size and
+# data.seq_len are the datamodules' to refuse (they are built before the MLflow run too).
+LIMITS = [
+    ("optim.lr", lambda v: v > 0, "must be a finite number above 0"),
+    ("optim.weight_decay", lambda v: v >= 0, "must be a finite number, 0 or more"),
+    ("trainer.max_epochs", lambda v: v >= 1, "must be at least 1 (trainer.max_time caps a run's time)"),
+    ("trainer.gradient_clip_val", lambda v: v >= 0, "must be 0 or more (0 or null: no clipping)"),
+    ("data.eval_batch_size", lambda v: v >= 1, "must be at least 1 (null: as data.batch_size)"),
+    ("model.dropout", lambda v: 0 <= v < 1, "must be at least 0 and below 1 (the share of units dropped)"),
+    ("callbacks.early_stopping.patience", lambda v: v >= 0, "must be 0 or more (null: no early stopping)"),
+]
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse, in one line, a setting no training can use, before any data is read or MLflow run exists.
+
+    Checks the numbers in `LIMITS`, then builds the optimiser (and scheduler) on a stand-in
+    parameter so that whatever they refuse (`+optim.betas=[0.9,2]`) is refused now, not
+    after the run has started.
+    """
+    for key, allowed, what in LIMITS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+                math.isfinite(value) and allowed(value)):
+            raise MidigenError(f"{key}={value} {what}")
+    stand_in = [torch.nn.Parameter(torch.zeros(1))]
+    with _refused_by("optim"):
+        optimizer = instantiate(cfg.optim)(stand_in)
+    if cfg.get("scheduler"):
+        with _refused_by("scheduler"):
+            instantiate(cfg.scheduler)(optimizer)
+
+@contextmanager
+def _refused_by(section: str):
+    """What torch's optimiser or scheduler refuses (a bad value, an unknown key) -> one MidigenError line."""
+    try:
+        yield
+    except InstantiationException as exc:
+        raise MidigenError(f"{section}: {first_line(exc.__cause__ or exc)}; check the {section}.* settings") from None
+    except (TypeError, ValueError) as exc:
+        raise MidigenError(f"{section}: {first_line(exc)}; check the {section}.* settings") from None
 
 def _takes_text(cfg: DictConfig, key: str) -> bool:
     """Whether the class a config node builds (`_target_`) declares that this parameter takes

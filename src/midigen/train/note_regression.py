@@ -29,8 +29,6 @@ Not for: the event-token model (`midigen.model`, `midigen.train.module`).
 from __future__ import annotations
 
 import json
-import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,8 +40,6 @@ from torch.utils.data import DataLoader, Dataset
 from midigen.errors import MidigenError, MidiReadError
 from midigen.data.events import EventParams, count_tokens, resolve_overlaps
 from midigen.data.midi_io import TICKS_PER_BEAT, read_notes, write_midi
-
-log = logging.getLogger(__name__)
 
 FEATURES = ("pitch", "step", "duration")  # a note vector's columns; step and duration in seconds
 
@@ -309,7 +305,7 @@ class NoteRegressionModule(StagedSteps):
 
     def __init__(self, model: dict, optim: dict):
         super().__init__()
-        self.save_hyperparameters(logger=False)  # train_note_regression logs the params it reads
+        self.save_hyperparameters(logger=False)  # note_regression_job hands run_job the params it reads
         self.net = NoteLSTM(NoteModelConfig.from_dict(model))
 
     def forward(self, notes: torch.Tensor) -> torch.Tensor:
@@ -343,37 +339,33 @@ def primers(corpus: NoteCorpus, window: int, num: int, seed: int) -> list[np.nda
 
 
 def train_note_regression(cfg) -> dict:  # noqa: ANN001 (a Hydra DictConfig)
-    """`midigen train experiment=seed_approach1`: fit, test, sample and log one MLflow run.
+    """`midigen train experiment=seed_approach1`: one run of `note_regression_job` through
+    `midigen.train.run.run_job`, the lifecycle every task shares. Returns its final metrics.
 
     Reads `note_model`, `note_samples`, `data` (root, batch sizes, split fractions, styles,
-    max_files, max_file_tokens), `optim`, `trainer`, `callbacks.checkpoint` and
+    max_files, max_file_tokens), `optim`, `trainer`, `callbacks.checkpoint.monitor` and
     `callbacks.early_stopping`, `logger`. Writes the best checkpoint and 8 MIDI files under
-    `samples/final/` of the run folder and logs them to the run. Returns the final metrics.
+    `samples/final/` of the run folder and logs them to the run.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
+    from midigen.train.run import run_job
+
+    return run_job(cfg, note_regression_job)
+
+
+def note_regression_job(cfg, run_dir: Path):  # noqa: ANN001, ANN201 (a DictConfig -> a run.Job)
+    """The first approach as a `run.Job`: note windows, `NoteRegressionModule`, the best-MSE
+    checkpoint; once tested, the seed's 50-note continuations of val primers as MIDI."""
     from omegaconf import OmegaConf
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from midigen.train.callbacks import StopReason
-    from pytorch_lightning.loggers import MLFlowLogger
+    from midigen.train.run import Job
 
-    from midigen import tracking
-    from midigen.train.config import check_override_types, flatten, git_commit
-
-    started = time.time()
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    check_override_types(cfg, list(hydra_cfg.overrides.task))
     if cfg.get("ckpt_path"):
         raise MidigenError("ckpt_path: resuming is not supported for task=note_regression; start a new run")
-    uri = tracking.tracking_uri(cfg.logger.tracking_uri)
-    tracking.check_reachable(uri)
-    pl.seed_everything(cfg.seed, workers=True)
-
     container = OmegaConf.to_container(cfg, resolve=True)
-    data, model_cfg, samples_cfg = container["data"], container["note_model"], container["note_samples"]
-    model_config = NoteModelConfig.from_dict(model_cfg)
+    data, samples_cfg = container["data"], container["note_samples"]
+    model_config = NoteModelConfig.from_dict(container["note_model"])
     datamodule = NoteWindowDataModule(
         root=data["root"], window=model_config.window, batch_size=data["batch_size"],
         eval_batch_size=data.get("eval_batch_size"), val_fraction=data["val_fraction"],
@@ -381,55 +373,16 @@ def train_note_regression(cfg) -> dict:  # noqa: ANN001 (a Hydra DictConfig)
         max_files=data.get("max_files"), num_workers=data.get("num_workers", 0), seed=cfg.seed)
     corpus = datamodule.load_corpus()  # bad data fails here, before the run exists
     module = NoteRegressionModule(model=model_config.to_dict(), optim=container["optim"])
-
-    cb = container["callbacks"]
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=cb["checkpoint"]["monitor"], mode="min",
-                                 save_top_k=1, save_last=False, filename="epoch{epoch:03d}-mse{val/mse:.4f}",
+    monitor = cfg.callbacks.checkpoint.monitor
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_top_k=1,
+                                 save_last=False, filename="epoch{epoch:03d}-mse{val/mse:.4f}",
                                  auto_insert_metric_name=False)
-    callbacks = [checkpoint, StopReason()]  # why fitting ended: the run's `stopped` tag
-    if cb["early_stopping"]["patience"] is not None:
-        callbacks.append(EarlyStopping(monitor=cb["checkpoint"]["monitor"], mode="min",
-                                       patience=cb["early_stopping"]["patience"],
-                                       min_delta=cb["early_stopping"]["min_delta"]))
+    # Only what this task reads: the event model's settings would mislead in the run's params.
+    used = {k: container[k] for k in ("task", "seed", "note_model", "note_samples", "optim", "trainer")}
+    used["data"] = {k: data.get(k) for k in ("root", "batch_size", "eval_batch_size", "val_fraction",
+                                              "test_fraction", "max_file_tokens", "styles", "max_files")}
 
-    experiment = cfg.logger.experiment_name
-    tags = {"commit": git_commit(), "experiment": experiment, "task": "note_regression", "model": "seed_approach1",
-            "overrides": " ".join(hydra_cfg.overrides.task)}
-    run_name = cfg.run_name or f"seed_approach1-{time.strftime('%Y%m%d-%H%M%S')}"
-    tracking.ensure_store(uri)
-    tracking.ensure_experiment(experiment, uri)
-    logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_name=run_name, tags=tags, log_model=False)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    client, run_id = logger.experiment, logger.run_id
-    (run_dir / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "experiment_name": experiment,
-                                                         "tracking_uri": uri, "task": "note_regression"}))
-    try:
-        # Only what this task reads: the event model's settings would mislead in the run's params.
-        used = {k: container[k] for k in ("task", "seed", "note_model", "note_samples", "optim", "trainer")}
-        used["data"] = {k: data.get(k) for k in ("root", "batch_size", "eval_batch_size", "val_fraction",
-                                                  "test_fraction", "max_file_tokens", "styles", "max_files")}
-        logger.log_hyperparams(flatten(used))
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        client.log_artifact(run_id, str(run_dir / "config.yaml"))
-        summary = corpus.summary()
-        (run_dir / "dataset.json").write_text(json.dumps({**summary, "skipped_files": corpus.skipped}, indent=2))
-        client.log_artifact(run_id, str(run_dir / "dataset.json"))
-        for key, value in summary.items():
-            client.log_metric(run_id, f"data/{key}", value)
-
-        trainer.fit(module, datamodule=datamodule)
-        best = checkpoint.best_model_path or None
-        if best:
-            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-            if cfg.logger.log_checkpoints:
-                client.log_artifact(run_id, best, "checkpoints")
-        if cfg.test and corpus.split("test"):
-            trainer.test(module, datamodule=datamodule, verbose=False)
-        results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if checkpoint.best_model_score is not None:
-            results["val/best_mse"] = float(checkpoint.best_model_score)
-            client.log_metric(run_id, "val/best_mse", results["val/best_mse"])
-
+    def finish(results: dict, client, run_id: str) -> None:  # noqa: ANN001
         folder = run_dir / "samples" / "final"
         folder.mkdir(parents=True, exist_ok=True)
         module.net.cpu()
@@ -440,18 +393,11 @@ def train_note_regression(cfg) -> dict:  # noqa: ANN001 (a Hydra DictConfig)
             written[path.name] = notes.tolist()
         (folder / "notes.json").write_text(json.dumps({"features": FEATURES, "files": written}))
         client.log_artifacts(run_id, str(folder), "samples/final")
-        results["train_minutes"] = (time.time() - started) / 60
-        client.log_metric(run_id, "train_minutes", results["train_minutes"])
-    except BaseException as exc:
-        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        try:
-            client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:1000])
-            client.set_terminated(run_id, status)
-        except Exception:
-            log.exception("could not mark MLflow run %s as %s", run_id, status)
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    print(f"midigen: run {run_id} ({experiment}) seed approach 1; val/mse {results.get('val/best_mse')}, "
-          f"test/mse {results.get('test/mse')}")
-    print(f"midigen: samples in {folder}")
-    return results
+        print(f"midigen: run {run_id} ({cfg.logger.experiment_name}) seed approach 1; "
+              f"val/mse {results.get('val/best_mse')}, test/mse {results.get('test/mse')}")
+        print(f"midigen: samples in {folder}")
+
+    return Job(name="seed_approach1", datamodule=datamodule, corpus=corpus, module=module, checkpoint=checkpoint,
+               callbacks=[checkpoint, StopReason()],  # StopReason: why fitting ended, the run's `stopped` tag
+               monitor=monitor, params=used, dataset={**corpus.summary(), "skipped_files": corpus.skipped},
+               finish=finish, tags={"task": "note_regression", "model": "seed_approach1"}, resumable=False)
