@@ -234,6 +234,7 @@ def _log_to_mlflow(results: dict, corpus, args: argparse.Namespace) -> dict:  # 
     from mlflow import MlflowClient
 
     from midigen import tracking
+    from midigen.train.config import git_commit
 
     uri = tracking.tracking_uri(args.tracking_uri)
     tracking.ensure_store(uri)
@@ -243,7 +244,7 @@ def _log_to_mlflow(results: dict, corpus, args: argparse.Namespace) -> dict:  # 
     run_ids = {}
     for name, row in results.items():
         run = client.create_run(experiment_id, run_name=name,
-                                tags={"model": name, "task": "baseline", "commit": _git_commit(),
+                                tags={"model": name, "task": "baseline", "commit": git_commit(),
                                       "tokenizer": corpus.params.mode})
         run_id = run.info.run_id
         params = {"order": row["order"], "tokenizer": corpus.params.key(), "data.root": str(Path(args.root).resolve()),
@@ -262,18 +263,6 @@ def _log_to_mlflow(results: dict, corpus, args: argparse.Namespace) -> dict:  # 
     return run_ids
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    from midigen.tracking import repo_root
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def write_samples(model: NGramModel, params, out_dir: Path, num: int, events: int, seed: int,  # noqa: ANN001
                   bpm: float = 120.0) -> list[Path]:
     """`num` MIDI files of `events` sampled events each, as `<model name>_NN.mid` in `out_dir`."""
@@ -287,16 +276,39 @@ def write_samples(model: NGramModel, params, out_dir: Path, num: int, events: in
     return paths
 
 
+def conf_defaults() -> dict:
+    """What the baselines share with training, read from conf/ (the one place they are set): the
+    corpus and cache folders (conf/paths), the split and file-size limit (conf/data), and the
+    tokenizers by name (conf/tokenizer/<name>.yaml)."""
+    from omegaconf import OmegaConf
+
+    from midigen.train.config import CONF_DIR  # also registers ${midigen_root:}, which conf/paths uses
+
+    paths = OmegaConf.load(CONF_DIR / "paths" / "default.yaml")
+    data = OmegaConf.load(CONF_DIR / "data" / "default.yaml")
+    return {"root": paths.corpus, "cache": paths.cache, "val_fraction": data.val_fraction,
+            "test_fraction": data.test_fraction, "max_file_tokens": data.max_file_tokens,
+            "tokenizers": {p.stem: OmegaConf.to_container(OmegaConf.load(p))
+                           for p in sorted((CONF_DIR / "tokenizer").glob("*.yaml"))}}
+
+
 def main(argv: list[str] | None = None) -> int:
+    conf = conf_defaults()
     p = argparse.ArgumentParser(prog="midigen baselines",
-                                description="Unigram and n-gram baselines: held-out NLL per event and per note (nats).")
-    p.add_argument("--root", default="data/corpus", help="corpus folder laid out as <root>/<style>/*.mid")
-    p.add_argument("--cache", default="data/cache", help="token cache folder (shared with training)")
+                                description="Unigram and n-gram baselines: held-out NLL per event and per note (nats). "
+                                            "Data defaults are conf/'s, as for `midigen train`.")
+    p.add_argument("--root", default=conf["root"], help="corpus folder laid out as <root>/<style>/*.mid "
+                                                       "(default: paths.corpus)")
+    p.add_argument("--cache", default=conf["cache"], help="token cache folder, shared with training "
+                                                         "(default: paths.cache)")
     p.add_argument("--order", type=int, default=4, help="n-gram order (the unigram is always reported too)")
-    p.add_argument("--tokenizer", choices=("seed", "beat"), default="seed")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="as data.val_fraction (same split)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="as data.test_fraction (same split)")
-    p.add_argument("--max-file-tokens", type=int, default=2_000_000, help="as data.max_file_tokens (same files)")
+    p.add_argument("--tokenizer", choices=sorted(conf["tokenizers"]), default="seed",
+                   help="a tokenizer of conf/tokenizer/")
+    p.add_argument("--val-fraction", type=float, default=conf["val_fraction"], help="as data.val_fraction (same split)")
+    p.add_argument("--test-fraction", type=float, default=conf["test_fraction"],
+                   help="as data.test_fraction (same split)")
+    p.add_argument("--max-file-tokens", type=int, default=conf["max_file_tokens"],
+                   help="as data.max_file_tokens (same files)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--mlflow", action="store_true", help="log one MLflow run per model (tag model=...)")
     p.add_argument("--experiment", default="seed_study", help="MLflow experiment for --mlflow")
@@ -311,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     from midigen.data.events import EventParams
 
     try:
-        params = EventParams.seed() if args.tokenizer == "seed" else EventParams.beat()
+        params = EventParams.from_dict(conf["tokenizers"][args.tokenizer])
         corpus = build_token_cache(args.root, params, args.cache, args.val_fraction, args.test_fraction,
                                    args.max_file_tokens)
         orders = sorted({1, args.order})
