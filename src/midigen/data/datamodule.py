@@ -136,8 +136,8 @@ def _pack(window: np.ndarray, style: int):
 class EventDataModule(pl.LightningDataModule):
     """Hydra-built DataModule: `data.root`, `data.scheme`, `data.seq_len`, ... (conf/data/)."""
 
-    def __init__(self, root: str, cache_dir: str, tokenizer: dict, scheme: str = "windows", seq_len: int = 256,
-                 batch_size: int = 64, eval_batch_size: int | None = None, val_fraction: float = 0.1,
+    def __init__(self, root: str, cache_dir: str, tokenizer: dict, scheme: str = "windows", seq_len: int = 128,
+                 batch_size: int = 32, eval_batch_size: int | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, augment: dict | None = None, samples_per_epoch: int | None = None,
                  num_workers: int = 0, seed: int = 0, styles: list[str] | None = None, max_files: int | None = None,
                  max_file_tokens: int | None = None):
