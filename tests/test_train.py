@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from conftest import CORPUS, REPO, run_midigen
 
@@ -38,9 +39,21 @@ def test_seed_experiment_is_the_dissertations_second_approach():
     assert cfg.data.augment.transpose == 0 and cfg.style_conditioning is False
 
 
-def test_overrides_reach_the_config():
-    cfg = _compose("model.hidden_size=256", "model.num_layers=2", "data.seq_len=128", "trainer.max_epochs=5")
-    assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.data.seq_len, cfg.trainer.max_epochs) == (256, 2, 128, 5)
+# Each value differs from what conf/ composes to (checked below), so it is only there if the override landed.
+OVERRIDES = {"model.hidden_size": 77, "model.num_layers": 4, "model.dropout": 0.25, "data.seq_len": 96,
+             "data.batch_size": 12, "data.augment.transpose": 2, "optim.lr": 0.0123, "trainer.max_epochs": 5,
+             "tokenizer.max_shift": 30}
+
+
+@pytest.mark.parametrize("experiment", [None, "seed"])
+def test_overrides_reach_the_config(experiment):
+    """A command-line value wins over conf/'s groups and over the experiment file that sets the same key."""
+    base = [f"experiment={experiment}"] if experiment else []
+    default = _compose(*base)
+    for key, value in OVERRIDES.items():
+        assert OmegaConf.select(default, key) != value, f"{key}={value} is the default already: it would prove nothing"
+    cfg = _compose(*base, *(f"{key}={value}" for key, value in OVERRIDES.items()))
+    assert {k: OmegaConf.select(cfg, k) for k in OVERRIDES} == OVERRIDES
 
 
 def test_optuna_search_composes():
