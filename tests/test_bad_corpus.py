@@ -201,3 +201,48 @@ def test_smoke_training_on_a_bad_corpus_completes_and_logs_the_skip_report(tmp_p
     assert run.data.metrics["data/files"] == 16 + len(kept)
     logged = Path(client.download_artifacts(run.info.run_id, "skipped.csv", str(tmp_path / "dl")))
     assert _reasons(logged) == reasons
+
+
+# --- one reader, one set of messages ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("content,words", [
+    (np.random.default_rng(1).bytes(2000), "bad.mid: not a readable MIDI file"),
+    (b"MThd garbage", "bad.mid: not a readable MIDI file"),
+    (b"", "bad.mid: not a readable MIDI file (empty: 0 bytes)"),
+    (_smf([_track([(0, _on(60)), (480, _off(60))])] * 2, kind=2), "bad.mid: type-2 MIDI"),
+], ids=["random bytes", "cut header", "empty", "type 2"])
+def test_every_reader_of_notes_words_a_bad_file_alike(tmp_path, content, words):
+    from midigen.data.midi_io import read_notes
+    from midigen.errors import MidiReadError
+    from midigen.evaluation.metrics import file_metrics
+    from midigen.evaluation.originality import read_onsets
+    from midigen.evaluation.reference import window_metrics
+    from midigen.evaluation.style import file_features
+
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(content)
+    readers = {"training": lambda p: read_notes(p, SEED), "beat tokens": lambda p: read_notes(p, EventParams.beat()),
+               "metrics": file_metrics, "originality": read_onsets, "style": file_features, "reference": window_metrics}
+    messages = {}
+    for name, read in readers.items():
+        with pytest.raises(MidiReadError) as info:
+            read(bad)
+        messages[name] = str(info.value)
+    assert len(set(messages.values())) == 1, messages
+    message = messages["training"]
+    assert message.startswith(words) and "\n" not in message
+    assert not any(word in message for word in ("Invaild", "MiniMidi", "iostream"))
+
+
+def test_audio_preview_words_a_bad_file_as_the_note_reader_does(tmp_path):
+    from midigen.errors import MidiReadError
+    from midigen.producer.audio import read_notes_seconds
+
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"This is a text file with a .mid name.\n")
+    with pytest.raises(MidiReadError, match=r"^bad\.mid: not a readable MIDI file \(") as info:
+        read_notes_seconds(bad)
+    assert "\n" not in str(info.value)
+    with pytest.raises(MidiReadError, match="no such MIDI file"):
+        read_notes_seconds(tmp_path / "missing.mid")

@@ -513,7 +513,7 @@ def test_files_without_music_are_skipped_with_reasons_and_left_out_of_the_means(
     reasons = result["skipped"]
     assert "no notes" in reasons["empty tracks.mid"] and "drum tracks only" in reasons["drums.mid"]
     assert "type-2" in reasons["patterns.mid"]
-    assert "not a valid MIDI file" in reasons["garbage.mid"]
+    assert "not a readable MIDI file" in reasons["garbage.mid"]
     assert main(["evaluate", str(ideas)]) == 0
     out = capsys.readouterr().out
     assert "0 of 2 files not usable; 4 skipped" in out

@@ -24,7 +24,7 @@ from midigen.data.events import (
 from midigen.data.midi_io import read_notes
 from midigen.data.tokenizer import OoreTokenizer
 
-from conftest import CORPUS, make_midi
+from conftest import CORPUS, make_midi, run_midigen
 
 SEED = EventParams.seed()
 BEAT = EventParams.beat()
@@ -206,3 +206,14 @@ def test_tokenize_cli_json_and_decode(tmp_path, capsys):
     back = mido.MidiFile(str(tmp_path / "back.mid"))
     assert back.ticks_per_beat == 960
     assert sorted(m.note for m in back if m.type == "note_on" and m.velocity) == [60, 61]
+
+
+def test_tokenize_cli_on_random_bytes_is_one_line_in_our_words(tmp_path):
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(np.random.default_rng(0).bytes(3000))
+    proc = run_midigen("tokenize", str(bad))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("midigen: error: bad.mid: not a readable MIDI file"), lines
+    assert not any(word in proc.stderr for word in ("Invaild", "MiniMidi", "iostream"))
+    assert proc.stdout == ""

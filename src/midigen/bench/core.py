@@ -113,8 +113,10 @@ def best_of(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
 
 def pick_corpus() -> Path:
     """data/corpus when it holds MIDI files, else the small committed test corpus."""
+    from midigen.data.midi_io import MIDI_SUFFIXES
+
     built = repo_root() / "data" / "corpus"
-    if built.is_dir() and any(p.suffix.lower() in (".mid", ".midi") for p in built.rglob("*")):
+    if built.is_dir() and any(p.suffix.lower() in MIDI_SUFFIXES for p in built.rglob("*")):
         return built
     return repo_root() / "tests" / "data" / "corpus"
 

@@ -26,11 +26,13 @@ def seed_midi_parser(path: Path) -> list[int]:
     """
     import mido
 
+    from midigen.data.midi_io import DRUM_CHANNEL
+
     events: list[str] = []
     delta_ms = 0.0
     for msg in mido.MidiFile(str(path)):
         delta_ms += msg.time * 1000.0
-        if msg.is_meta or msg.type not in ("note_on", "note_off") or msg.channel == 9:
+        if msg.is_meta or msg.type not in ("note_on", "note_off") or msg.channel == DRUM_CHANNEL:
             continue
         for _ in range(int(delta_ms // 1000)):
             events.append("time_shift_124")

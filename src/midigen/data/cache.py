@@ -31,11 +31,10 @@ from midigen.data.events import (
     count_tokens,
     encode_notes,
 )
-from midigen.data.midi_io import read_notes
+from midigen.data.midi_io import MIDI_SUFFIXES, read_notes
 
 log = logging.getLogger(__name__)
 
-MIDI_SUFFIXES = {".mid", ".midi", ".smf"}
 SPLITS = ("train", "val", "test")
 
 

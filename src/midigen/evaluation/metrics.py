@@ -29,8 +29,10 @@ midigen wrote is the same thing.
     zero_length_notes  notes whose note-off is not after their note-on
     ends_on_bar        the file's end lies on a 4/4 bar line ("ends abruptly")
 
-Notes come from symusic (the reader the training data goes through): all non-drum tracks
-merged. `hanging_notes` and the file's end come from mido, which reads the raw messages.
+Notes come from `midigen.data.midi_io.read_midi` (symusic, the reader the training data goes
+through): all non-drum tracks merged. `hanging_notes` and the file's end come from mido,
+which reads the raw messages (`raw_file_facts`: symusic drops an unclosed note-on and does
+not keep the end-of-track, so the two readers see different things on purpose).
 Every metric but `key` is always a number: an idea without notes scores 0.0 on every
 share and on polyphony (no NaN, so means and JSON stay valid); its `key` is None.
 
@@ -46,16 +48,13 @@ Hydra or MLflow).
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
-from midigen.errors import MidigenError, MidiReadError
+from midigen.data.midi_io import BEATS_PER_BAR, DRUM_CHANNEL, MIDI_SUFFIXES, no_notes_reason, read_midi
+from midigen.errors import MidigenError, MidiReadError, not_valid_midi
 
-MIDI_SUFFIXES = (".mid", ".midi")
-DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
-BEATS_PER_BAR = 4
 GRID_TOLERANCE_BEATS = 1 / 48  # 20 ticks at 960 ticks per beat
 # Longer than a 4/4 bar, which is also `generate`'s default --max-note-beats: a note the
 # sampler should have ended. A real whole note (exactly 4 beats) is not long.
@@ -366,82 +365,6 @@ def polyphony(on_ticks, off_ticks) -> float | None:
 # --- metrics of files ---------------------------------------------------------------------
 
 
-def read_file_notes(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A MIDI file's non-drum notes, all tracks merged: (on_ticks, off_ticks, pitches, ticks_per_beat).
-
-    Read with symusic, like the training data; a note never closed is not a note here (see
-    `raw_file_facts`). Raises MidiReadError for a missing, empty, unparseable or type-2 file.
-    """
-    score = read_score(path)
-    on, off, pitch, _ = score_notes(score)
-    return on, off, pitch, max(int(score.ticks_per_quarter), 1)
-
-
-def read_score(path: str | Path):
-    """The file as a symusic Score (ticks). MidiReadError, in words, for a missing, empty or
-    unparseable file, and for type 2 (independent patterns, which merging as simultaneous
-    tracks would turn into wrong music; `generate` refuses it too)."""
-    from symusic import Score
-
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            header = fh.read(14)
-    except OSError as exc:
-        raise MidiReadError(f"{path.name}: unreadable ({exc.strerror or exc})") from None
-    if not header:
-        raise MidiReadError(f"{path.name}: not a valid MIDI file (empty: 0 bytes)")
-    if header[:4] == b"MThd" and header[8:10] == b"\x00\x02":
-        raise MidiReadError(f"{path.name}: type-2 MIDI (independent patterns) is not supported; "
-                            "export it as type 0 or 1")
-    try:
-        return Score(str(path))
-    except Exception as exc:  # symusic raises plain RuntimeError/ValueError on bad bytes
-        raise MidiReadError(not_valid_midi(path.name, exc)) from None
-
-
-def score_notes(score) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A Score's non-drum notes, tracks merged: (on_ticks, off_ticks, pitches, drum_notes), int64
-    arrays and the number of drum notes left out (to tell "drums only" from "no notes")."""
-    on, off, pitch = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    drum_notes = 0
-    for track in score.tracks:
-        if track.is_drum or track.note_num() == 0:
-            drum_notes += track.note_num() if track.is_drum else 0
-            continue
-        notes = track.notes.numpy()
-        start = notes["time"].astype(np.int64)
-        on.append(start)
-        off.append(start + notes["duration"].astype(np.int64))
-        pitch.append(notes["pitch"].astype(np.int64))  # int8 in symusic: widen before any arithmetic
-    return np.concatenate(on), np.concatenate(off), np.concatenate(pitch), drum_notes
-
-
-def time_signatures(score) -> list[tuple[int, int, int]]:
-    """A Score's time signatures as [(tick, numerator, denominator)] (input to `bar_lines`)."""
-    found = score.time_signatures.numpy()
-    return list(zip(found["time"].tolist(), found["numerator"].tolist(), found["denominator"].tolist()))
-
-
-def no_notes_reason(drum_notes: int) -> str:
-    """Why a file has nothing to measure, in words: drums only, or no notes at all."""
-    return "drum tracks only (no pitched notes to measure)" if drum_notes else "no notes (empty tracks)"
-
-
-def not_valid_midi(name: str, exc: BaseException) -> str:
-    """'NAME: not a valid MIDI file (why)' for a reader's exception, in our words.
-
-    symusic (the reader miditok uses) says "MiniMidi: Invaild midi file! File header is
-    not MThd!: iostream error"; its typo and its stream jargon never reach a user.
-    """
-    why = _first_line(exc)
-    why = re.sub(r"^MiniMidi:\s*", "", why)
-    why = re.sub(r"(?i)invaild midi file!?\s*", "", why)
-    why = re.sub(r"(?i)invaild", "invalid", why)
-    why = re.sub(r"!?:?\s*iostream error$", "", why).rstrip("!").strip()
-    return f"{name}: not a valid MIDI file" + (f" ({why[:1].lower()}{why[1:]})" if why else "")
-
-
 def raw_file_facts(path: str | Path) -> dict:
     """What only the raw messages tell, read with mido: {"hanging_notes", "end_tick"}.
 
@@ -486,12 +409,11 @@ def file_metrics(path: str | Path) -> dict:
     (n_notes 0, the shares 0.0, key None; `folder_metrics` skips it). Raises MidiReadError
     for a file that cannot be read or is type 2.
     """
-    score = read_score(path)
-    on, off, pitch, _ = score_notes(score)
-    tpb = float(max(int(score.ticks_per_quarter), 1))
+    notes = read_midi(path)
+    on, off, pitch, tpb = notes.on, notes.off, notes.pitch, float(notes.ticks_per_beat)
     raw = raw_file_facts(path)
     end_tick = max(raw["end_tick"], int(off.max()) if off.size else 0)
-    bars = bar_lines(time_signatures(score), tpb, end_tick)
+    bars = bar_lines(notes.time_signatures, tpb, end_tick)
     metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick, bars)
     metrics["hanging_notes"] = raw["hanging_notes"]
     metrics["zero_length_notes"] = int(np.count_nonzero(off <= on))
@@ -502,18 +424,19 @@ def file_metrics(path: str | Path) -> dict:
 
 
 def midi_files(path: str | Path) -> list[Path]:
-    """The *.mid / *.midi files (any case) under a folder, recursively and sorted; a file is itself.
+    """The MIDI files (MIDI_SUFFIXES, any case) under a folder, recursively and sorted; a file is itself.
 
     MidigenError for a missing path or a folder without MIDI files.
     """
     path = Path(path).expanduser()
     if path.is_file():
         return [path]
+    suffixes = ", ".join(MIDI_SUFFIXES)
     if not path.is_dir():
-        raise MidigenError(f"{path}: no such folder; give a folder of MIDI files (.mid, .midi)")
+        raise MidigenError(f"{path}: no such folder; give a folder of MIDI files ({suffixes})")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
     if not files:
-        raise MidigenError(f"{path}: no MIDI files (.mid, .midi) in this folder or below it")
+        raise MidigenError(f"{path}: no MIDI files ({suffixes}) in this folder or below it")
     return files
 
 
@@ -537,7 +460,7 @@ def folder_metrics(path: str | Path) -> dict:
             skipped[name] = str(exc)
             continue
         if metrics["n_notes"] == 0:
-            skipped[name] = f"{file.name}: {no_notes_reason(score_notes(read_score(file))[3])}"
+            skipped[name] = f"{file.name}: {no_notes_reason(read_midi(file).drum_notes)}"
         else:
             files[name] = metrics
     return {"files": files, "mean": mean_metrics(files.values()), "skipped": skipped}
@@ -624,10 +547,3 @@ def overlaps(gen_metrics, ref_metrics) -> dict:
         result[feature] = distribution_overlap(gen, ref) if gen.size and ref.size else None
     return result
 
-
-# --- the `midigen evaluate` command --------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

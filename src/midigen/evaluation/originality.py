@@ -36,14 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from midigen.data.midi_io import MIDI_SUFFIXES, read_midi
 from midigen.errors import MidigenError, MidiReadError
-from midigen.evaluation.metrics import not_valid_midi
 
 INDEX_FILE = "originality.npz"
 # Bump when the melody representation or the hash changes: old indexes then fail to load.
 VERSION = 1
 DEFAULT_N = 8
-MIDI_SUFFIXES = (".mid", ".midi", ".smf")
 
 ONSET_TOLERANCE_BEATS = 1 / 16
 RHYTHM_EDGES = np.array([0.4, 0.8, 1.25, 2.5])  # onset-interval ratio -> class 0..4
@@ -128,26 +127,11 @@ def _check_n(n: int) -> None:
 def read_onsets(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     """A MIDI file's note onsets and pitches, non-drum tracks merged: (on_ticks, pitches, ticks_per_beat).
 
-    A file with no non-drum notes gives empty arrays. Raises MidiReadError for a missing or
-    unparseable file.
+    Read by `midigen.data.midi_io.read_midi`. A file with no non-drum notes gives empty
+    arrays. Raises MidiReadError for a file `read_midi` refuses (missing, unparseable, type 2).
     """
-    from symusic import Score
-
-    path = Path(path)
-    if not path.is_file():
-        raise MidiReadError(f"{path}: no such MIDI file")
-    try:
-        score = Score(str(path))
-    except Exception as exc:  # symusic raises plain RuntimeError/ValueError on bad bytes
-        raise MidiReadError(not_valid_midi(path.name, exc)) from None
-    on, pitch = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for track in score.tracks:
-        if track.is_drum or track.note_num() == 0:
-            continue
-        notes = track.notes.numpy()
-        on.append(notes["time"].astype(np.int64))
-        pitch.append(notes["pitch"].astype(np.int64))  # int8 in symusic: widen before any diff
-    return np.concatenate(on), np.concatenate(pitch), max(int(score.ticks_per_quarter), 1)
+    notes = read_midi(path)
+    return notes.on, notes.pitch, notes.ticks_per_beat
 
 
 # --- the index ----------------------------------------------------------------------------
@@ -358,7 +342,7 @@ def find_index(model: str | Path) -> Path:
 def copy_report(paths, model: str | Path) -> dict:
     """Check MIDI files against a model's training corpus.
 
-    `paths`: MIDI files and/or folders (each folder's *.mid/*.midi/*.smf, not recursive).
+    `paths`: MIDI files and/or folders (each folder's MIDI_SUFFIXES files, not recursive).
     `model`: an index .npz or a model folder (see `find_index`). Returns
     {"files": {file name: check_notes result}, "folder": {"copy_ratio_mean",
     "copy_ratio_max", "longest_run_max", "n_files"}}; the folder figures count every file,
@@ -388,5 +372,6 @@ def _midi_files(paths) -> list[Path]:
         else:
             raise MidigenError(f"{path}: no such MIDI file or folder")
     if not files:
-        raise MidigenError(f"{', '.join(map(str, paths)) or 'no paths'}: no MIDI files (.mid, .midi) to check")
+        raise MidigenError(f"{', '.join(map(str, paths)) or 'no paths'}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) "
+                           "to check")
     return files

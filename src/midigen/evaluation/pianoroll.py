@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-BEATS_PER_BAR = 4
+from midigen.data.midi_io import BEATS_PER_BAR
+
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 BLACK_KEYS = {1, 3, 6, 8, 10}  # pitch classes
 MIN_ROWS = 24  # at least two octaves shown, so a short idea is not blown up
@@ -87,9 +88,10 @@ def save_pianoroll(midi_path: str | Path, png_path: str | Path, title: str | Non
     The picture runs to the file's end-of-track. `title` defaults to the file name.
     MidiReadError for a file that cannot be read. Returns the PNG's path.
     """
-    from midigen.evaluation.metrics import raw_file_facts, read_file_notes
+    from midigen.data.midi_io import read_midi
+    from midigen.evaluation.metrics import raw_file_facts
 
-    on, off, pitch, tpb = read_file_notes(midi_path)
+    on, off, pitch, tpb = read_midi(midi_path).as_tuple()
     end_tick = raw_file_facts(midi_path)["end_tick"]
     title = Path(midi_path).name if title is None else title
     return pianoroll_from_notes(on, off, pitch, tpb, png_path, title=title, end_tick=end_tick)

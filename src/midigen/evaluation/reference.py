@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from midigen.data.midi_io import read_midi
 from midigen.errors import MidiReadError
 from midigen.evaluation.metrics import (
-    GRID_TOLERANCE_BEATS, LONG_NOTE_BEATS, bar_lines, long_notes, midi_files, no_notes_reason, on_beat, on_grid,
-    read_score, repetition_half, score_notes, stuck_ratio, time_signatures,
+    GRID_TOLERANCE_BEATS, LONG_NOTE_BEATS, bar_lines, long_notes, midi_files, on_beat, on_grid, repetition_half,
+    stuck_ratio,
 )
 
 WINDOW_BARS = 8  # a generated clip's default length (`generate --bars 8`)
@@ -54,13 +55,10 @@ def window_metrics(path: str | Path, window_bars: int = WINDOW_BARS) -> list[dic
     """
     if window_bars < 1:
         raise ValueError(f"window_bars={window_bars}: a window is at least one bar")
-    score = read_score(path)
-    on, off, pitch, drums = score_notes(score)
-    if on.size == 0:
-        raise MidiReadError(f"{Path(path).name}: {no_notes_reason(drums)}")
-    tpb = float(max(int(score.ticks_per_quarter), 1))
-    end = max(int(score.end()), int(off.max()))
-    edges = np.append(bar_lines(time_signatures(score), tpb, end), end)  # bar lines, then the end
+    notes = read_midi(path, need_notes=True)
+    on, off, pitch, tpb = notes.on, notes.off, notes.pitch, float(notes.ticks_per_beat)
+    end = max(int(notes.end), int(off.max()))
+    edges = np.append(bar_lines(notes.time_signatures, tpb, end), end)  # bar lines, then the end
     if edges.size > 3 and edges[1] - edges[0] < edges[2] - edges[1]:
         edges = edges[1:]  # a pickup bar
     order = np.argsort(on, kind="stable")

@@ -43,7 +43,7 @@ over standardised features, classes weighted by their inverse frequency, fitted 
 accelerated full-batch gradient descent in numpy: deterministic, no scipy needed. It is
 saved as plain JSON (no pickle) so it can travel inside a model bundle.
 
-Evaluation layer: numpy, symusic (through `metrics.read_file_notes`) and stdlib; no torch,
+Evaluation layer: numpy, symusic (through `midigen.data.midi_io.read_midi`) and stdlib; no torch,
 Lightning, Hydra or MLflow, and nothing from `midigen.train` or `midigen.producer`.
 """
 
@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from midigen.data.midi_io import BEATS_PER_BAR, read_midi
 from midigen.errors import MidigenError, MidiReadError
 from midigen.evaluation.metrics import (
     MELODY_ONSET_TOLERANCE_BEATS,
@@ -66,10 +67,8 @@ from midigen.evaluation.metrics import (
     midi_files,
     note_arrays,
     polyphony,
-    read_file_notes,
 )
 
-BEATS_PER_BAR = 4  # midigen writes 4/4; excerpts are cut on 4/4 bar lines from tick 0
 MAX_INTERVAL = 12
 # Note values in beats (a beat is a quarter note) for the IOI and duration histograms; the
 # last bin takes everything from a whole note up.
@@ -132,7 +131,7 @@ def note_features(on_ticks, off_ticks, pitches, ticks_per_beat: float) -> np.nda
 
 def file_features(path: str | Path) -> np.ndarray:
     """`note_features` of a MIDI file's non-drum notes (MidiReadError if it cannot be read)."""
-    return note_features(*read_file_notes(path))
+    return note_features(*read_midi(path).as_tuple())
 
 
 def _onset_groups(on_beats: np.ndarray) -> np.ndarray:
@@ -231,8 +230,8 @@ def _register(pitch, line) -> np.ndarray:
 def excerpts(notes, bars: int = 8, count: int | None = 4, seed: int = 0) -> list[tuple]:
     """Up to `count` windows of `bars` 4/4 bars of a piece, each shaped like `notes`.
 
-    `notes`: (on_ticks, off_ticks, pitches, ticks_per_beat) as `metrics.read_file_notes`
-    returns. Windows start on bar lines counted from tick 0 and are chosen at random
+    `notes`: (on_ticks, off_ticks, pitches, ticks_per_beat) as `midi_io.MidiNotes.as_tuple`
+    gives them. Windows start on 4/4 bar lines counted from tick 0 and are chosen at random
     (`seed`) among those that start at or before the last onset's bar and hold a note;
     they may overlap. A window keeps the notes that start inside it, moved to start at
     tick 0, with note-offs cut at its end, as a generated clip ends on its last bar line.
@@ -474,7 +473,7 @@ def corpus_examples(root: str | Path, split: str = "train", splits: Splits = Non
         if wanted is not None and cf.style not in wanted:
             continue
         try:
-            notes = read_file_notes(cf.path)
+            notes = read_midi(cf.path).as_tuple()
         except MidiReadError:
             continue
         if notes[0].size:
@@ -570,7 +569,7 @@ def classify_files(classifier: StyleClassifier, paths, expected: str | None = No
     rows, kept, skipped = [], [], {}
     for name, path in zip(names, files):
         try:
-            notes = read_file_notes(path)
+            notes = read_midi(path).as_tuple()
         except MidiReadError as exc:
             skipped[name] = str(exc).split(": ", 1)[-1]
             continue

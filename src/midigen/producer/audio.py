@@ -24,14 +24,14 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from midigen.errors import MidigenError, MidiReadError
+from midigen.data.midi_io import DRUM_CHANNEL
+from midigen.errors import MidigenError, MidiReadError, not_valid_midi
 
 DEFAULT_SAMPLE_RATE = 22050  # Hz
 FORMATS = ("wav", "mp3", "flac", "ogg")
 # soundfile (libsndfile 1.1+) subtype per compressed format; mp3 plays in every browser and DAW
 SUBTYPES = {"mp3": "MPEG_LAYER_III", "ogg": "VORBIS", "flac": "PCM_16"}
 RENDERERS = ("auto", "builtin", "fluidsynth")
-DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 PEAK_LEVEL = 10 ** (-1 / 20)  # -1 dBFS: headroom for a DAC's or a lossy codec's overshoot
 RELEASE_SECONDS = 0.2  # a note fades this long after its note-off; audio runs this long past the MIDI's end
 
@@ -70,6 +70,11 @@ def read_notes_seconds(midi_path: str | Path):
     MIDI pitch and velocity (int arrays), and the file's length in seconds (its last event,
     end-of-track included). Notes still sounding at the end close there; a pitch struck again
     before its note-off pairs first-in first-out. MidiReadError for an unreadable file.
+
+    Not `midigen.data.midi_io.read_midi` (symusic), on purpose: a preview must sound what a
+    DAW would play, so it needs each note's velocity, notes never closed (symusic drops them;
+    here they ring to the end) and the end-of-track (symusic does not keep it), and FluidSynth
+    plays the same mido messages (`_render_binding`).
     """
     midi = _open_midi(midi_path)
     now = 0.0
@@ -87,7 +92,7 @@ def read_notes_seconds(midi_path: str | Path):
                 on, vel = sounding[key].pop(0)
                 notes.append((on, now, msg.note, vel))
     except (TypeError, ValueError, KeyError, EOFError) as exc:  # type 2 files, broken tempo maps
-        raise MidiReadError(f"{midi_path}: not a MIDI file midigen can play ({_first_line(exc)})") from None
+        raise MidiReadError(f"{Path(midi_path).name}: not a MIDI file midigen can play ({_first_line(exc)})") from None
     notes += [(on, now, note, vel) for (_, note), opened in sounding.items() for on, vel in opened]
     notes.sort(key=lambda n: n[0])
     table = np.asarray(notes, np.float64).reshape(-1, 4)  # (notes, 4)
@@ -95,13 +100,14 @@ def read_notes_seconds(midi_path: str | Path):
 
 
 def _open_midi(midi_path: str | Path) -> mido.MidiFile:
+    """The file's raw messages (mido); MidiReadError in `midi_io.read_midi`'s words when it cannot be read."""
     path = Path(midi_path)
     if not path.is_file():
-        raise MidigenError(f"{path}: no such MIDI file")
+        raise MidiReadError(f"{path}: no such MIDI file")
     try:
         return mido.MidiFile(str(path))
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise MidiReadError(f"{path}: not a readable MIDI file ({_first_line(exc)})") from None
+        raise MidiReadError(not_valid_midi(path.name, exc)) from None
 
 
 # --- the built-in piano ---------------------------------------------------------------------
