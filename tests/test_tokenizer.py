@@ -217,3 +217,37 @@ def test_tokenize_cli_on_random_bytes_is_one_line_in_our_words(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("midigen: error: bad.mid: not a readable MIDI file"), lines
     assert not any(word in proc.stderr for word in ("Invaild", "MiniMidi", "iostream"))
     assert proc.stdout == ""
+
+
+def test_tokenize_decode_never_replaces_the_input_and_an_existing_file_only_with_force(tmp_path, capsys):
+    from midigen.cli import main
+
+    src = make_midi(tmp_path / "song.mid", [(60, 0, 1), (64, 1, 2.37)], tpb=480)
+    original = src.read_bytes()
+    for spelling in (src, tmp_path / "sub" / ".." / "song.mid"):
+        for extra in ([], ["--force"]):
+            (tmp_path / "sub").mkdir(exist_ok=True)
+            assert main(["tokenize", str(src), "--decode", str(spelling), *extra]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and len(err.strip().splitlines()) == 1 and "input file" in err
+            assert src.read_bytes() == original
+
+    other = tmp_path / "other.mid"
+    other.write_bytes(b"keep me")
+    assert main(["tokenize", str(src), "--decode", str(other)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "exists" in err and "--force" in err
+    assert other.read_bytes() == b"keep me"
+
+    assert main(["tokenize", str(src), "--decode", str(other), "--force"]) == 0
+    capsys.readouterr()
+    back = mido.MidiFile(str(other))
+    assert back.ticks_per_beat == 960 and sorted(m.note for m in back if m.type == "note_on" and m.velocity) == [60, 64]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.mid", "song.mid", "sub"]  # no part file left
+
+
+def test_tokenize_decode_refusals_exit_2_in_one_line(tmp_path):
+    src = make_midi(tmp_path / "song.mid", [(60, 0, 1)])
+    proc = run_midigen("tokenize", str(src), "--decode", str(src), "--force")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("midigen: error: --decode")

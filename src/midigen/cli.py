@@ -42,9 +42,28 @@ def _cmd_data_styles(args: argparse.Namespace) -> int:
 
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
+    import os
+
     from midigen.data.tokenizer import OoreTokenizer
     from midigen.data.events import EventParams
+    from midigen.errors import first_line
 
+    # --decode's target is checked before anything is read or printed: the round trip is lossy
+    # (8 ms or grid steps, velocity 64, one track), so it never replaces the input, and replaces
+    # another existing file only with --force.
+    decode = Path(args.decode) if args.decode else None
+    if decode is not None:
+        source = Path(args.file)
+        if decode.resolve() == source.resolve() or (decode.exists() and source.exists()
+                                                    and os.path.samefile(decode, source)):
+            raise MidigenError(f"--decode {decode}: that is the input file; the round trip is lossy, "
+                               "write it to another file")
+        if decode.is_dir():
+            raise MidigenError(f"--decode {decode}: a folder; name a .mid file")
+        if decode.exists() and not args.force:
+            raise MidigenError(f"--decode {decode} exists; pass --force to replace it, or name another file")
+        if not decode.parent.is_dir():
+            raise MidigenError(f"--decode {decode}: no such folder {decode.parent}")
     params = EventParams.seed() if args.tokenizer == "seed" else EventParams.beat()
     tok = OoreTokenizer.from_params(params)
     ids = tok.encode_file(args.file)
@@ -57,9 +76,17 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
         print(ids.tolist())
         print("Event List:")
         print(events)
-    if args.decode:
-        tok.decode(ids, output_path=args.decode)
-        print(f"wrote {args.decode}", file=sys.stderr)
+    if decode is not None:  # written beside the target, then renamed: never a half-written file
+        part = decode.with_name(f".{decode.name}.{os.getpid()}.part")
+        try:
+            tok.decode(ids, output_path=part)
+            os.replace(part, decode)
+        except (OSError, RuntimeError) as exc:  # symusic raises RuntimeError when it cannot write
+            raise MidigenError(f"--decode {decode}: cannot write it ({first_line(exc) or type(exc).__name__})") \
+                from None
+        finally:
+            part.unlink(missing_ok=True)
+        print(f"wrote {decode}", file=sys.stderr)
     return 0
 
 
@@ -170,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("file")
     tok.add_argument("--tokenizer", choices=["seed", "beat"], default="seed")
     tok.add_argument("--json", action="store_true", help='print {"vocab_size", "ids", "events"}')
-    tok.add_argument("--decode", metavar="OUT.mid", help="write the tokens back to MIDI")
+    tok.add_argument("--decode", metavar="OUT.mid", help="write the tokens back to MIDI (never over the input)")
+    tok.add_argument("--force", action="store_true", help="with --decode: replace OUT.mid if it exists")
     tok.set_defaults(func=_cmd_tokenize)
 
     train = sub.add_parser("train", help="train with Hydra overrides (midigen train experiment=smoke)", add_help=False)
