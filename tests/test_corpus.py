@@ -538,3 +538,32 @@ def test_a_piece_past_the_time_limit_is_skipped_and_the_build_goes_on(jobs, tmp_
     assert exported == ["Endless.mid", "Endless.mid"] and not (out / "skipped.csv").exists()
     with pytest.raises(MidigenError, match="--piece-timeout must be more than 0 seconds, not 0"):
         build_corpus(styles=["fiddle"], out=out, piece_timeout=0)
+
+
+def test_styles_outside_the_checkout_counts_the_checkouts_corpus(tmp_path, capsys, monkeypatch):
+    from midigen import tracking
+
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    (checkout / "data" / "corpus").mkdir(parents=True)
+    elsewhere.mkdir()
+    (checkout / "data" / "corpus" / "manifest.csv").write_text(
+        "file,style,source,notes,seconds,licence\nchorale/a.mid,chorale,bach/a.mxl,1200,30.00,pd\n", encoding="utf-8")
+    monkeypatch.setattr(tracking, "repo_root", lambda: checkout)
+    monkeypatch.chdir(elsewhere)
+    assert main(["data", "styles"]) == 0
+    out = capsys.readouterr().out
+    assert {line.split()[0]: line.split()[2:4] for line in out.splitlines()}["chorale"] == ["1", "1,200"]
+    assert f"built: {checkout / 'data' / 'corpus' / 'manifest.csv'}" in out
+
+    (checkout / "data" / "corpus" / "manifest.csv").unlink()  # nothing built: it says where it looked
+    assert main(["data", "styles"]) == 0
+    assert f"no corpus built in {checkout / 'data' / 'corpus'}:" in capsys.readouterr().out
+
+
+def test_styles_run_from_another_folder_names_the_folder_it_read(tmp_path):
+    from conftest import REPO, run_midigen
+
+    proc = run_midigen("data", "styles", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    corpus = REPO / "data" / "corpus"
+    assert f"built: {corpus / 'manifest.csv'}" in proc.stdout or f"no corpus built in {corpus}:" in proc.stdout

@@ -35,9 +35,13 @@ def _limit(text: str) -> int | str:
 
 
 def _cmd_data_styles(args: argparse.Namespace) -> int:
+    from midigen import tracking
     from midigen.data.corpus import print_styles
 
-    print_styles(Path(args.root))
+    root = Path(args.root) if args.root else Path("data/corpus")
+    if not args.root and not root.is_dir():  # run outside the checkout: its corpus, named in full
+        root = tracking.repo_root() / "data" / "corpus"
+    print_styles(root)
     return 0
 
 
@@ -190,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "limit); it is listed in skipped.csv and retried under a longer limit")
     build.set_defaults(func=_cmd_data_build)
     styles = data_sub.add_parser("styles", help="list the styles: description, pieces in music21, files built")
-    styles.add_argument("--root", default="data/corpus", help="corpus root to count built files in (default: data/corpus)")
+    styles.add_argument("--root", default=None, help="corpus root to count built files in (default: data/corpus "
+                        "here, else the midigen checkout's)")
     styles.set_defaults(func=_cmd_data_styles)
 
     tok = sub.add_parser("tokenize", help="print a MIDI file as events and ids (seed Figure 9)")
