@@ -1,10 +1,11 @@
 """The native sampling kernels (`midigen kernels build`) against the Python reference path.
 
 What users rely on: `kernels="native"` computes what nn.LSTM computes and applies the same
-producer controls (temperature, top-k, top-p, key, anti-stuck penalty, note-length cap,
-grammar, length cap) to the same logits as `kernels="python"`, so a seed gives the same ids
-either way; prepared weights follow in-place edits of the model; and a missing build is one
-clear line that says what to run. No timing is asserted.
+producer controls (temperature, top-k, top-p, key, pitch range, voices, anti-stuck penalty,
+note-length cap, grammar, length cap, how a clip opens) to the same logits as
+`kernels="python"`, so a seed gives the same ids either way; prepared weights follow in-place
+edits of the model; and a missing build is one clear line that says what to run. No timing is
+asserted.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def reference_step(tracker: _Tracker, logits: np.ndarray, opts: SamplingOptions,
     if inv_t != 1:
         logits *= inv_t
     np.copyto(logits[:, NOTES], NEG_INF, where=tracker.blocked)
+    if tracker.voices is not None:
+        logits[tracker.full(), ON] = NEG_INF
     if tracker.penalty > 0:
         logits[:, ON] -= tracker.penalties()
     if tracker.max_note is not None:
@@ -142,6 +145,10 @@ CHOOSE_CASES = {
     # a short anti-stuck ring (wraps often), a tight nucleus, a hard note cap, a pentatonic key
     "tight": dict(temperature=1.3, top_k=5, top_p=0.5, repetition_penalty=2.0, repetition_window=3,
                   max_note_steps=1, scale=[0, 2, 4, 7, 9], max_steps=600),
+    # a pitch range inside the key, and a cap on the notes sounding at once (a single line, then two)
+    **{f"range-voices{v}": dict(temperature=0.9, top_p=0.9, repetition_penalty=0.5, max_note_steps=20, scale=MAJOR,
+                                note_range=(55, 72), voices=v, max_steps=600)
+       for v in (1, 2)},
 }
 
 
@@ -150,7 +157,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
     B, steps = 6, 300
     opts = SamplingOptions(num=B, max_events=steps, **CHOOSE_CASES[case])
     rng = np.random.default_rng(CHOOSE_SEED)
-    inv_t = np.float32(1.0 / max(float(opts.temperature), 1e-6))
+    inv_t = np.float32(1.0 / float(opts.temperature))
     ref, nat = _Tracker(B, SEED, opts), _Tracker(B, SEED, opts)
     start = NOTE_ON_OFFSET + np.array([60, 62, 64, 65, 67, 69])  # a sounding start note per file, in key
     ref.update(start)
@@ -161,6 +168,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
     cursor = torch.tensor([nat.cursor], dtype=torch.int64)
     max_note = -1 if nat.max_note is None else int(nat.max_note)
     max_steps = -1 if opts.max_steps is None else int(opts.max_steps)
+    voices = -1 if opts.voices is None else int(opts.voices)
     state = [torch.from_numpy(a) for a in (nat.blocked, nat.counts, nat.recent, nat.deadline, nat.elapsed,
                                            nat.out_of_key, nat_done, nat_out)]
     blocked, counts, recent, deadline, elapsed, out_of_key, done_t, out_t = state
@@ -170,7 +178,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
     tilt[TIME_SHIFT_OFFSET:TIME_SHIFT_OFFSET + 16] = 1.5
     tilt[TIME_SHIFT_OFFSET + 16:] = -4.0
     tilt[OFF] = 2.0
-    saw = dict(overdue=0, done=0, on=0, off=0, shift=0)
+    saw = dict(overdue=0, done=0, on=0, off=0, shift=0, full=0)
     for t in range(steps):
         logits = (rng.standard_normal((B, V)) * 3).astype(np.float32) + tilt
         uniform = rng.random(B)
@@ -184,7 +192,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         ref_out[:, t] = ref_tok
         nat_logits = torch.from_numpy(logits.copy())
         torch.ops.midigen.choose_(nat_logits, float(inv_t), blocked, float(nat.penalty), counts, recent, cursor,
-                                  max_note, deadline, elapsed, out_of_key, int(opts.top_k), float(opts.top_p),
+                                  max_note, deadline, elapsed, out_of_key, voices, int(opts.top_k), float(opts.top_p),
                                   torch.from_numpy(uniform), done_t, max_steps, out_t, t, ids)
         nat.cursor = int(cursor)
         nat_tok = nat_out[:, t]
@@ -204,6 +212,8 @@ def test_choose_matches_the_python_reference_step_by_step(case):
                 saw["done"] += 1
                 continue
             assert tok != PAD_ID
+            full = opts.voices is not None and sounding[b].sum() >= opts.voices
+            saw["full"] += full
             if overdue[b].any():
                 saw["overdue"] += 1
                 assert NOTE_OFF_OFFSET <= tok < TIME_SHIFT_OFFSET and overdue[b, tok - NOTE_OFF_OFFSET]
@@ -212,6 +222,8 @@ def test_choose_matches_the_python_reference_step_by_step(case):
                 p = tok - NOTE_ON_OFFSET
                 assert not sounding[b, p], "NOTE_ON of a sounding pitch"
                 assert opts.scale is None or p % 12 in opts.scale, "NOTE_ON out of key"
+                assert opts.note_range is None or opts.note_range[0] <= p <= opts.note_range[1], "out of range"
+                assert not full, f"NOTE_ON with {sounding[b].sum()} notes sounding, voices={opts.voices}"
             elif NOTE_OFF_OFFSET <= tok < TIME_SHIFT_OFFSET:
                 saw["off"] += 1
                 assert sounding[b, tok - NOTE_OFF_OFFSET], "NOTE_OFF of a silent pitch"
@@ -225,6 +237,8 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         assert saw["overdue"]
     if opts.max_steps is not None:
         assert saw["done"]  # files ended part-way and drew PAD from then on
+    if opts.voices is not None:
+        assert saw["full"]  # files reached the cap and went on with NOTE_OFFs and TIME_SHIFTs
 
 
 # --- c) end to end ---------------------------------------------------------------------------
@@ -241,11 +255,25 @@ def test_native_and_python_sample_the_same_ids_and_repeat_for_a_seed():
         assert same_ids(first, again), f"kernels={k} does not repeat itself for a seed"
         assert all(np.array_equal(ids[:len(primer)], primer) for ids in first)
     assert same_ids(runs["native"][0], runs["python"][0])
-    # and without a primer or a style: start notes drawn from the seed, the even style blend
+    # and without a primer or a style (the even style blend), both ways of opening a clip
     plain = dict(PRODUCER, precision="fp32", seed=11)
     onehot = small_model()
-    assert same_ids(sample(onehot, SEED, SamplingOptions(**plain, kernels="native")),
-                    sample(onehot, SEED, SamplingOptions(**plain, kernels="python")))
+    for start in ("random", "model"):
+        assert same_ids(sample(onehot, SEED, SamplingOptions(**plain, start=start, kernels="native")),
+                        sample(onehot, SEED, SamplingOptions(**plain, start=start, kernels="python"))), start
+
+
+@pytest.mark.parametrize("start", ["model", "random"])
+@pytest.mark.parametrize("voices", [1, 2, None])
+def test_native_and_python_agree_with_a_range_and_voices(start, voices):
+    model = small_model("embedding", ("chorale", "fiddle"))
+    opts = dict(PRODUCER, max_events=150, max_steps=3000, note_range=(50, 76), voices=voices, start=start,
+                style=torch.tensor([0.2, 0.8]), precision="fp32", seed=21)
+    python = sample(model, SEED, SamplingOptions(**opts, kernels="python"))
+    assert same_ids(sample(model, SEED, SamplingOptions(**opts, kernels="native")), python)
+    ons = np.concatenate([ids[(ids >= NOTE_ON_OFFSET) & (ids < NOTE_OFF_OFFSET)] for ids in python])
+    pitches = ons - NOTE_ON_OFFSET
+    assert pitches.size and pitches.min() >= 50 and pitches.max() <= 76
 
 
 # --- d) the prepared-weights cache -----------------------------------------------------------

@@ -1,6 +1,7 @@
 """The sampler against plain references: `StepLSTM` computes what nn.LSTM computes (the
 one-step cell in model.py mirrors the network), the draw is softmax, the nucleus filter keeps
-what sorting keeps, a seed repeats itself, and the controls hold (primer kept, grammar, key).
+what sorting keeps, a seed repeats itself, and the controls hold (primer kept, grammar, key,
+pitch range, voices, how a clip opens, options checked).
 Both sampler implementations (Python reference, native kernels) run where they can be built.
 """
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from midigen.data.events import NOTE_ON_OFFSET, EventParams
+from midigen.data.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET, TIME_SHIFT_OFFSET, EventParams
 from midigen.model import EventLSTM, ModelConfig, StepLSTM
 from midigen.producer import native
 from midigen.producer.sampling import SamplingOptions, _draw, _top_p, _weights, sample
@@ -143,3 +144,127 @@ def test_draw_samples_softmax():
     assert np.allclose(freq, [0.5, 0.0, 0.3, 0.2], atol=0.01)
 
 
+
+
+# --- note range, voices, how a clip opens ---------------------------------------------------
+
+
+def note_ons(ids: np.ndarray) -> np.ndarray:
+    return ids[(ids >= NOTE_ON_OFFSET) & (ids < NOTE_OFF_OFFSET)] - NOTE_ON_OFFSET
+
+
+def most_sounding(ids: np.ndarray) -> int:
+    """The most notes sounding at once in a file; grammar checked on the way."""
+    sounding, most = set(), 0
+    for tok in ids.tolist():
+        if NOTE_ON_OFFSET <= tok < NOTE_OFF_OFFSET:
+            assert tok - NOTE_ON_OFFSET not in sounding
+            sounding.add(tok - NOTE_ON_OFFSET)
+            most = max(most, len(sounding))
+        elif NOTE_OFF_OFFSET <= tok < TIME_SHIFT_OFFSET:
+            sounding.remove(tok - NOTE_OFF_OFFSET)
+    return most
+
+
+@pytest.mark.parametrize("start", ["model", "random"])
+def test_note_range_bounds_every_note_on(start, kernels):
+    model = small_model()
+    opts = dict(num=6, max_events=150, top_p=0.95, seed=3, precision="fp32", kernels=kernels, start=start)
+    free = np.concatenate([note_ons(ids) for ids in sample(model, SEED, SamplingOptions(**opts))])
+    assert free.min() < 55 or free.max() > 67  # without the range, this model plays outside it
+    ranged = sample(model, SEED, SamplingOptions(**opts, note_range=(55, 67)))
+    for ids in ranged:
+        pitches = note_ons(ids)
+        assert pitches.size > 1 and pitches.min() >= 55 and pitches.max() <= 67, pitches
+    # with a key too: the range's in-key pitches only (a random start note, as ever, ignores the key)
+    keyed = sample(model, SEED, SamplingOptions(**opts, note_range=(55, 67), scale=[0, 4, 7]))
+    sampled = 0 if start == "model" else 1
+    assert set(np.concatenate([note_ons(ids[sampled:]) for ids in keyed]).tolist()) <= {55, 60, 64, 67}
+
+
+def test_voices_caps_the_notes_sounding_at_once(kernels):
+    model = small_model()
+    opts = dict(num=6, max_events=200, top_p=0.95, max_note_steps=60, seed=5, precision="fp32", kernels=kernels)
+    assert max(most_sounding(ids) for ids in sample(model, SEED, SamplingOptions(**opts))) > 2  # uncapped: chords
+    for voices in (1, 2):
+        files = sample(model, SEED, SamplingOptions(**opts, voices=voices))
+        # never over the cap, and it is reached; no file ran out of events it may play (a
+        # PAD drawn mid-clip would be dropped, leaving it short)
+        assert [most_sounding(ids) for ids in files] == [voices] * len(files)
+        assert all(len(ids) == opts["max_events"] for ids in files)
+
+
+def test_voices_holds_over_a_primer_with_more_notes_sounding(kernels):
+    primer = np.array([NOTE_ON_OFFSET + 60, NOTE_ON_OFFSET + 64, NOTE_ON_OFFSET + 67], dtype=np.int64)
+    opts = SamplingOptions(num=4, max_events=150, primer=primer, voices=1, max_note_steps=30, seed=2, precision="fp32",
+                           kernels=kernels)
+    new_notes = 0
+    for ids in sample(small_model(), SEED, opts):
+        sounding = {60, 64, 67}
+        for tok in ids[len(primer):].tolist():
+            if NOTE_ON_OFFSET <= tok < NOTE_OFF_OFFSET:
+                assert not sounding, f"a new note while {sounding} sound (voices=1)"
+                sounding.add(tok - NOTE_ON_OFFSET)
+                new_notes += 1
+            elif NOTE_OFF_OFFSET <= tok < TIME_SHIFT_OFFSET:
+                sounding.remove(tok - NOTE_OFF_OFFSET)
+    assert new_notes  # the primer's notes ended and new ones came
+
+
+def biased_model(pitch: int, shift_bias: float = 0.0) -> EventLSTM:
+    """A model whose logits ignore its input: NOTE_ON `pitch` far above every other pitch,
+    and a one-step TIME_SHIFT `shift_bias` above that."""
+    model = small_model()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[NOTE_ON_OFFSET + pitch] = 15.0
+        model.head.bias[TIME_SHIFT_OFFSET] = 15.0 + shift_bias
+    return model
+
+
+def test_model_start_opens_on_the_pitch_the_model_prefers(kernels):
+    # the model prefers a time shift to any note: the clip still opens with its favourite note
+    model = biased_model(pitch=71, shift_bias=10.0)
+    opts = dict(num=5, max_events=40, max_steps=24, seed=4, precision="fp32", kernels=kernels)
+    for ids in sample(model, SEED, SamplingOptions(**opts, start="model")):
+        assert ids[0] == NOTE_ON_OFFSET + 71  # no warm-up event written before it
+        # the warm-up's time shift is not counted: the clip has its full 24 steps of one-step shifts
+        assert np.array_equal(ids[1:], np.full(24, TIME_SHIFT_OFFSET))
+    # the seed's random start does not ask the model
+    randoms = sample(model, SEED, SamplingOptions(**opts, start="random"))
+    assert sum(ids[0] == NOTE_ON_OFFSET + 71 for ids in randoms) < len(randoms)
+
+
+def test_model_start_draws_within_key_and_range(kernels):
+    model = biased_model(pitch=71)  # B: out of C pentatonic, and of the range
+    opts = SamplingOptions(num=5, max_events=3, scale=[0, 2, 4, 7, 9], note_range=(60, 69), seed=4,
+                           precision="fp32", kernels=kernels)
+    for ids in sample(model, SEED, opts):
+        assert NOTE_ON_OFFSET + 60 <= ids[0] <= NOTE_ON_OFFSET + 69 and (ids[0] - NOTE_ON_OFFSET) % 12 in opts.scale
+
+
+def test_random_start_keeps_start_pitches(kernels):
+    starts = [40, 52, 77, 90]
+    opts = SamplingOptions(num=4, max_events=30, start="random", start_pitches=starts, seed=6, precision="fp32",
+                           kernels=kernels)
+    files = sample(biased_model(pitch=71), SEED, opts)
+    assert [int(ids[0]) - NOTE_ON_OFFSET for ids in files] == starts
+    # drawn from the seed where none are given, within the range where one is
+    drawn = sample(small_model(), SEED, SamplingOptions(num=8, max_events=5, start="random", note_range=(70, 73),
+                                                        seed=6, precision="fp32", kernels=kernels))
+    assert all(70 <= ids[0] - NOTE_ON_OFFSET <= 73 for ids in drawn)
+
+
+@pytest.mark.parametrize("bad,words", [
+    (dict(temperature=0), "temperature"), (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=float("nan")), "temperature"), (dict(temperature=float("inf")), "temperature"),
+    (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),
+    (dict(voices=0), "voices"), (dict(start="silence"), "start"),
+    (dict(note_range=(70, 60)), "note_range"), (dict(note_range=(0, 128)), "note_range"),
+    (dict(note_range=(61, 61), scale=[0, 2, 4, 5, 7, 9, 11]), "no pitch"),
+    (dict(note_range=(60, 72), start="random", start_pitches=[59]), "outside"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_options_are_refused(bad, words):
+    with pytest.raises(ValueError, match=words):
+        SamplingOptions(**bad)

@@ -5,10 +5,23 @@ layer's (h, c) from step to step, samples all files as one batch, and turns the 
 layer's input projection into a table lookup (one-hot or embedding, plus the style
 vector, times W_ih is the same for every step), so a step is one small matmul per layer.
 
-Musical controls act on the logits before sampling: temperature, top-k, top-p, a key
-(NOTE_ON restricted to the scale), an anti-stuck repetition penalty on recently played
-pitches, a cap on how long a note may sound, and grammar masks (NOTE_OFF only for a
-sounding pitch, NOTE_ON only for a silent one). Producer path: plain torch, no Lightning.
+Musical controls act on the logits before sampling: temperature, top-k, top-p, a key and a
+pitch range (NOTE_ON restricted to both), an anti-stuck repetition penalty on recently played
+pitches, a cap on how long a note may sound, a cap on how many notes sound at once, and
+grammar masks (NOTE_OFF only for a sounding pitch, NOTE_ON only for a silent one). Producer
+path: plain torch, no Lightning.
+
+How a clip without primer or context opens (`SamplingOptions.start`): the model has no
+begin-of-sequence token (it was trained on windows cut anywhere in files), so "model" warms
+its state with one input that carries no pitch, a one-beat TIME_SHIFT (`neutral_start`,
+neither written nor counted in the clip's length), and draws the first event from the
+model's NOTE_ON distribution (within key, range and filters), everything after freely. The
+first event is held to a NOTE_ON because a producer's clip is a loop cut at bar lines: it
+opens on beat 1 with a note, as every clip did before (an opening rest would push the phrase
+off the bar, and the evaluation counts bars from the clip's first tick); left free, the
+shipped model would open on a rest almost every time (after the warm-up it puts 5-6% of its
+mass on NOTE_ONs). "random", the seed's experiment, opens every file on a NOTE_ON of a given
+or uniformly drawn pitch.
 
 Where the time goes (3 x 430 model, 8 files, 2-core CPU): each step streams the weight
 matrices through the cache, so the matmuls are bound by memory, not arithmetic: they use
@@ -43,6 +56,7 @@ from midigen.model import EventLSTM, StepLSTM, resolve_precision
 
 NEG_INF = float("-inf")
 MIXES = ("geometric", "arithmetic")  # how `Towards` mixes two next-event distributions
+STARTS = ("model", "random")  # how a clip without primer or context opens (`SamplingOptions.start`)
 UNIFORM_BLOCK = 64  # steps of random numbers drawn at once; fixed, so a seed always gives the same ids
 
 
@@ -50,13 +64,28 @@ UNIFORM_BLOCK = 64  # steps of random numbers drawn at once; fixed, so a seed al
 class SamplingOptions:
     """What to sample. Times are in event steps (see `midigen.data.events`).
 
-    max_events: events generated per file after the primer/start note (a cap).
+    max_events: events generated per file after the primer/start note (a cap; with
+        start="model", the first note is one of them).
     max_steps: stop a file once its clip reaches this length in steps (None: no limit).
+    temperature: logits are divided by it (> 0; 1 = as trained).
+    top_k: keep each step's k likeliest events (0: all). top_p: nucleus filter, in (0, 1].
     scale: allowed pitch classes (0 = C) for NOTE_ON, or None for all.
+    note_range: (low, high) MIDI pitches, inclusive: every NOTE_ON of the clip, its first one
+        included, is within it (masked like a pitch out of key; a primer is kept verbatim).
+        None: no limit. It must hold at least one pitch of `scale`.
+    voices: at most this many notes sound at once in a file (>= 1; None: no cap). A file
+        with `voices` notes sounding may not start another until one ends (NOTE_OFF and
+        TIME_SHIFT stay allowed); voices=1 is a single line, no two notes overlapping.
     repetition_penalty: logit penalty per occurrence of a pitch among the last
         `repetition_window` NOTE_ONs (0 disables); the producer's "gets stuck on notes".
     max_note_steps: a note sounding this long is ended before anything else happens.
-    start_pitches: the first NOTE_ON of each file (ignored when `primer` is given).
+    start: how a file without primer or context opens. "model": the model chooses (see the
+        module docstring): the first event is a NOTE_ON drawn from the model's distribution
+        for the style, after a neutral TIME_SHIFT input that is not written.
+        "random": the seed's experiment, a NOTE_ON of `start_pitches`.
+    start_pitches: with start="random", the first NOTE_ON of each file (None: uniform over
+        36..99, or over `note_range` where given, from the seed). start="model" and a primer
+        or context do not use them.
     primer: token ids every file starts with, kept verbatim.
     style: (S,) mixing weights over the model's styles, or None for their even blend.
     precision: of the step matmuls. "fp32" matches nn.LSTM to float rounding; "bf16" halves
@@ -95,6 +124,54 @@ class SamplingOptions:
     kernels: str = "auto"
     context: np.ndarray | None = None
     towards: Towards | None = None
+    note_range: tuple[int, int] | None = None
+    voices: int | None = None
+    start: str = "model"
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature={self.temperature}: use a positive number (1.0 = as trained)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p}: use a number in (0, 1] (1.0 = no nucleus filter)")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: use 0 (no filter) or a positive number of events")
+        if self.voices is not None and self.voices < 1:
+            raise ValueError(f"voices={self.voices}: use at least 1 (or None for no cap)")
+        if self.start not in STARTS:
+            raise ValueError(f"start={self.start!r}: use one of {', '.join(STARTS)}")
+        if self.note_range is not None:
+            if len(self.note_range) != 2 or not 0 <= self.note_range[0] <= self.note_range[1] <= NUM_PITCHES - 1:
+                raise ValueError(f"note_range={self.note_range}: use (low, high) MIDI pitches, 0 <= low <= high <= 127")
+            if self.start == "random" and self.start_pitches is not None:
+                low, high = self.note_range
+                outside = [p for p in self.start_pitches if not low <= p <= high]
+                if outside:
+                    raise ValueError(f"start_pitches {outside} are outside note_range={self.note_range}")
+        if allowed_pitches(self.scale, self.note_range).size == 0:
+            raise ValueError(f"note_range={self.note_range} holds no pitch of the scale {self.scale}")
+
+
+def neutral_start(params: EventParams) -> int:
+    """start="model"'s warm-up input: a TIME_SHIFT of one beat (at 120 bpm in seed mode), no pitch in it.
+
+    A beat, not one step: a quarter-note rest is what the corpus is full of, where a one-step
+    shift (1/12 beat in beat mode) is rare in it. On the shipped model (128 clips a style, 8 bars),
+    a clip's first onset lies 5.2 (chorale) and 5.8 (fiddle) semitones from its median pitch on
+    average after a beat, 6.4 and 10.6 after one step; after a bar's rest chorales open on a lone
+    bass note (10.6).
+    """
+    return TIME_SHIFT_OFFSET + min(round(params.steps_per_beat(120.0)), params.max_shift) - 1
+
+
+def allowed_pitches(scale: list[int] | None, note_range: tuple[int, int] | None) -> np.ndarray:
+    """The pitches a sampled NOTE_ON may have: in `scale` (pitch classes) and in `note_range`."""
+    pitches = np.arange(NUM_PITCHES)
+    keep = np.ones(NUM_PITCHES, dtype=bool)
+    if scale is not None:
+        keep &= np.isin(pitches % 12, np.asarray(scale, dtype=np.int64) % 12)
+    if note_range is not None:
+        keep &= (pitches >= note_range[0]) & (pitches <= note_range[1])
+    return pitches[keep]
 
 
 @dataclass
@@ -118,7 +195,8 @@ class _Tracker:
     """Per-file musical state during sampling, in numpy arrays (no Python loop over files).
 
     `blocked` (B, 257) marks the ids 0..256 a file may not sample now: PAD always, NOTE_ONs
-    outside the key, NOTE_ON of a sounding pitch and NOTE_OFF of a silent one. `recent` is
+    outside the key or the range (`out_of_key`), NOTE_ON of a sounding pitch and NOTE_OFF of
+    a silent one, so a file's sounding notes are its allowed NOTE_OFFs. `recent` is
     a ring of the last NOTE_ON pitches shared by all files: its cursor moves on whenever any
     file plays a NOTE_ON, and a file that did not play keeps its old entry there.
     """
@@ -130,11 +208,9 @@ class _Tracker:
         self.is_on = (ids >= NOTE_ON_OFFSET) & (ids < NOTE_OFF_OFFSET)
         self.is_off = (ids >= NOTE_OFF_OFFSET) & (ids < TIME_SHIFT_OFFSET)
         self.shift_of = np.where(ids >= TIME_SHIFT_OFFSET, ids - TIME_SHIFT_OFFSET + 1, 0)
-        self.out_of_key = np.zeros(NUM_PITCHES, dtype=bool)
-        if opts.scale is not None:
-            self.out_of_key[:] = True
-            for pc in opts.scale:
-                self.out_of_key[pc % 12::12] = False
+        self.out_of_key = np.ones(NUM_PITCHES, dtype=bool)
+        self.out_of_key[allowed_pitches(opts.scale, opts.note_range)] = False
+        self.voices = opts.voices
         self.blocked = np.zeros((batch, TIME_SHIFT_OFFSET), dtype=bool)
         self.blocked[:, PAD_ID] = True
         self.blocked[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET] = self.out_of_key
@@ -181,6 +257,10 @@ class _Tracker:
     def penalties(self) -> np.ndarray:
         """(B, 128) float32: repetition_penalty x how often each pitch is in the file's ring."""
         return self.penalty * self.counts[:, :NUM_PITCHES]
+
+    def full(self) -> np.ndarray:
+        """(B,) bool: files with `voices` notes sounding, which may not start another."""
+        return np.count_nonzero(~self.blocked[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET], axis=1) >= self.voices
 
     def overdue(self) -> np.ndarray:
         """(B, 128) bool: sounding notes that have lasted max_note_steps or longer."""
@@ -234,7 +314,7 @@ def _draw(weights: np.ndarray, uniform: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list[np.ndarray]:
-    """Sample `opts.num` event sequences; each starts with the primer (or its start NOTE_ON).
+    """Sample `opts.num` event sequences; each starts with the primer (or its first NOTE_ON).
 
     Returns one int64 id array per file. Same model + options + seed = same ids on a given
     machine (matmul rounding differs between CPUs and BLAS builds, and so can a rare draw).
@@ -243,20 +323,26 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     B, V = opts.num, params.vocab_size
     gen = torch.Generator().manual_seed(int(opts.seed))
     has_context = opts.context is not None and len(opts.context) > 0
-    if has_context and opts.primer is not None and len(opts.primer):
+    has_primer = opts.primer is not None and len(opts.primer) > 0
+    if has_context and has_primer:
         raise ValueError("a context and a primer exclude each other")
+    model_start = not (has_context or has_primer) and opts.start == "model"
     if has_context:
         prefix = np.broadcast_to(np.asarray(opts.context, dtype=np.int64), (B, len(opts.context)))
-    elif opts.primer is not None and len(opts.primer):
+    elif has_primer:
         prefix = np.broadcast_to(np.asarray(opts.primer, dtype=np.int64), (B, len(opts.primer)))
+    elif model_start:  # a neutral input, read but not written or timed (see the module docstring)
+        prefix = np.full((B, 1), neutral_start(params), dtype=np.int64)
     else:
-        starts = opts.start_pitches or torch.randint(36, 100, (B,), generator=gen).tolist()
+        low, high = opts.note_range or (36, 99)
+        starts = opts.start_pitches or torch.randint(low, high + 1, (B,), generator=gen).tolist()
         prefix = np.asarray([[NOTE_ON_OFFSET + int(p)] for p in starts], dtype=np.int64)
+    warm_only = has_context or model_start  # the prefix warms the state and is not part of the clip
     use_native = kernels.resolve(opts.kernels)
     precision = resolve_precision(opts.precision)
     stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native)
     tracker = _Tracker(B, params, opts)
-    if not has_context:  # a context's notes are all closed: the clip starts with nothing sounding
+    if not warm_only:  # a context's notes are all closed (a neutral start has none): nothing sounds yet
         for t in range(prefix.shape[1]):
             tracker.update(prefix[:, t])
     ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); each sampled id is written back into it
@@ -282,13 +368,15 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
                 partner_logits.mul_(1.0 - weight).add_(other, alpha=weight)
 
         step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)))
-    inv_temperature = np.float32(1.0 / max(float(opts.temperature), 1e-6))
+    inv_temperature = np.float32(1.0 / float(opts.temperature))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
     if opts.max_steps is not None:
         done |= tracker.elapsed >= opts.max_steps
     make_pick = _native_pick if use_native else _python_pick
     pick = make_pick(logits, ids, tracker, opts, inv_temperature, out, done)
+    if model_start:  # the clip opens on a note: its first event is one of the model's NOTE_ONs
+        logits[:, NOTE_OFF_OFFSET:] = NEG_INF
     for t in range(0 if done.all() else opts.max_events):
         if t % UNIFORM_BLOCK == 0:
             uniforms = torch.rand(UNIFORM_BLOCK, B, generator=gen, dtype=torch.float64)
@@ -301,7 +389,7 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     result = []
     for b in range(B):
         row = out[b]
-        result.append(row[row != PAD_ID] if has_context else np.concatenate([prefix[b], row[row != PAD_ID]]))
+        result.append(row[row != PAD_ID] if warm_only else np.concatenate([prefix[b], row[row != PAD_ID]]))
     return result
 
 
@@ -334,7 +422,9 @@ def _python_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts:
     def pick(t: int, uniform: torch.Tensor) -> None:
         if inv_temperature != 1:
             logits[:] *= inv_temperature
-        np.copyto(logits[:, notes], NEG_INF, where=tracker.blocked)  # PAD, key, grammar
+        np.copyto(logits[:, notes], NEG_INF, where=tracker.blocked)  # PAD, key, range, grammar
+        if tracker.voices is not None:
+            logits[tracker.full(), on_sl] = NEG_INF
         if tracker.penalty > 0:
             logits[:, on_sl] -= tracker.penalties()
         if tracker.max_note is not None:
@@ -370,10 +460,11 @@ def _native_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts:
     cursor = torch.tensor([tracker.cursor], dtype=torch.int64)
     max_note = -1 if tracker.max_note is None else int(tracker.max_note)
     max_steps = -1 if opts.max_steps is None else int(opts.max_steps)
+    voices = -1 if tracker.voices is None else int(tracker.voices)
     penalty, top_k, top_p, inv_t = float(tracker.penalty), int(opts.top_k), float(opts.top_p), float(inv_temperature)
 
     def pick(t: int, uniform: torch.Tensor) -> None:
         choose(logits_t, inv_t, blocked, penalty, counts, recent, cursor, max_note, deadline, elapsed, out_of_key,
-               top_k, top_p, uniform, done_t, max_steps, out_t, t, ids)
+               voices, top_k, top_p, uniform, done_t, max_steps, out_t, t, ids)
 
     return pick

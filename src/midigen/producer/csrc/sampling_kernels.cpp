@@ -7,7 +7,8 @@
 //
 //   midigen::lstm_cell_  gates (+ first-layer table rows, + bias) -> sigmoid -> new 2c and h/2,
 //                        written where this layer and the next one read them (StepLSTM's layout).
-//   midigen::choose_     the producer's controls on one step's logits, the nucleus filter, the
+//   midigen::choose_     the producer's controls on one step's logits (temperature, key and range,
+//                        grammar, voices, anti-stuck penalty, note-length cap), the nucleus filter, the
 //                        draw (CDF inverted at a given uniform) and the musical-state update.
 //
 // Built with -ffp-contract=off: a*b+c rounds like the reference's separate multiply and add.
@@ -199,8 +200,8 @@ float top_p_threshold(const float* w, int64_t V, double top_p, std::vector<float
 void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor& blocked,
              double penalty, const at::Tensor& counts, const at::Tensor& recent, const at::Tensor& cursor,
              int64_t max_note, const at::Tensor& deadline, const at::Tensor& elapsed, const at::Tensor& out_of_key,
-             int64_t top_k, double top_p, const at::Tensor& uniform, const at::Tensor& done, int64_t max_steps,
-             const at::Tensor& out, int64_t t, const at::Tensor& ids) {
+             int64_t voices, int64_t top_k, double top_p, const at::Tensor& uniform, const at::Tensor& done,
+             int64_t max_steps, const at::Tensor& out, int64_t t, const at::Tensor& ids) {
   for (const at::Tensor* t : {&logits, &blocked, &counts, &recent, &cursor, &deadline, &elapsed, &out_of_key,
                               &uniform, &done, &out, &ids})
     check_cpu_contiguous(*t, "sampler state");
@@ -248,6 +249,12 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
     const bool* bb = blk + b * kTimeShift;
     for (int64_t j = 0; j < kTimeShift; ++j)
       if (bb[j]) l[j] = neg_inf;
+    if (voices >= 0) {  // a file with `voices` notes sounding (its allowed NOTE_OFFs) may not start another
+      int64_t sounding = 0;
+      for (int64_t p = 0; p < kPitches; ++p) sounding += !bb[kNoteOff + p];
+      if (sounding >= voices)
+        for (int64_t p = 0; p < kPitches; ++p) l[kNoteOn + p] = neg_inf;
+    }
     if (pen > 0.0f) {
       const float* cb = cnt + b * (kPitches + 1);
       for (int64_t p = 0; p < kPitches; ++p) l[kNoteOn + p] = l[kNoteOn + p] - pen * cb[p];
@@ -325,7 +332,7 @@ TORCH_LIBRARY(midigen, m) {
         "Tensor(b!) h, Tensor(c!)? own_in, Tensor(d!)? next_in) -> ()");
   m.def("choose_(Tensor(a!) logits, float inv_temperature, Tensor(b!) blocked, float penalty, Tensor(c!) counts, "
         "Tensor(d!) recent, Tensor(e!) cursor, int max_note, Tensor(f!) deadline, Tensor(g!) elapsed, "
-        "Tensor out_of_key, int top_k, float top_p, Tensor uniform, Tensor(h!) done, int max_steps, "
+        "Tensor out_of_key, int voices, int top_k, float top_p, Tensor uniform, Tensor(h!) done, int max_steps, "
         "Tensor(i!) out, int t, Tensor(j!) ids) -> ()");
 }
 
