@@ -227,7 +227,7 @@ def test_sampling_callback_writes_a_page_that_plays_each_sample(tmp_path, with_a
     from midigen.producer.bundle import load_bundle
     from midigen.train.callbacks import SamplingCallback
 
-    callback = SamplingCallback(tmp_path / "samples", num_files=2, bars=2, max_events=200, audio=with_audio,
+    callback = SamplingCallback(tmp_path / "samples", request={"num": 2, "bars": 2}, audio=with_audio,
                                 audio_sample_rate=8000)
     callback.write_samples(*fake_training(load_bundle(PRETRAINED)), epoch=3)
     folder = tmp_path / "samples" / "epoch_003"

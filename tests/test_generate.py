@@ -102,10 +102,10 @@ def test_events_length_rounds_up_to_a_bar(smoke_run, tmp_path):
 
 
 def test_never_overwrites_silently(smoke_run, tmp_path):
-    assert gen(smoke_run, tmp_path, "--num", "1", "--bars", "1").returncode == 0
-    proc = gen(smoke_run, tmp_path, "--num", "1", "--bars", "1")
+    assert gen(smoke_run, tmp_path, "--num", "1", "--bars", "1", "--seed", "1").returncode == 0
+    proc = gen(smoke_run, tmp_path, "--num", "1", "--bars", "1", "--seed", "1")
     assert proc.returncode == 2 and "--force" in proc.stderr
-    assert gen(smoke_run, tmp_path, "--num", "1", "--bars", "1", "--force").returncode == 0
+    assert gen(smoke_run, tmp_path, "--num", "1", "--bars", "1", "--seed", "1", "--force").returncode == 0
 
 
 def test_file_names_cannot_escape_out(smoke_run, tmp_path):

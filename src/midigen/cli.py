@@ -275,7 +275,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":  # Hydra parses its own arguments
         return exit_status(_cmd_train, argparse.Namespace(), argv[1:])
     args = build_parser().parse_args(argv)
-    return exit_status(args.func, args)
+    return _producer_status(args)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is so that its `finally` blocks clean up (staging folders)."""
+
+
+def _producer_status(args: argparse.Namespace) -> int:
+    """Run a producer command: its errors as one line (exit 2), Ctrl-C (130) and SIGTERM (143) as one
+    line after its clean-up, a closed pipe (`midigen generate | head -1`) quietly."""
+    import os
+    import signal
+
+    def terminate(signum, frame):  # noqa: ANN001, ARG001
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return exit_status(args.func, args)
+    except KeyboardInterrupt:
+        print("midigen: interrupted; nothing half-written was left", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("midigen: terminated; nothing half-written was left", file=sys.stderr)
+        return 143
+    except BrokenPipeError:  # the reader went away: say nothing more on stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

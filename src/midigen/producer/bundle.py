@@ -7,6 +7,7 @@ A bundle is a folder:
     config.json         {"model": ModelConfig, "styles": [...], "run": {...}, "metrics": {...}}
     originality.npz     n-gram index of the training corpus (when built)
     style_classifier.json  the style classifier fitted on the training split (when built)
+    reference.json      what real excerpts of each style score: the bound of a "usable" file (when built)
     MODEL_CARD.md       what it was trained on, its figures, the commit
 
 Where a `--model` value comes from (registry URIs, the download cache, the default model)
@@ -29,6 +30,7 @@ from midigen.model import EventLSTM, ModelConfig
 WEIGHTS, TOKENIZER, CONFIG, INDEX, CARD = (
     "model.safetensors", "tokenizer.json", "config.json", "originality.npz", "MODEL_CARD.md")
 STYLE_CLASSIFIER = "style_classifier.json"
+REFERENCE = "reference.json"  # what real music of each style scores per 8-bar excerpt (evaluation.reference)
 
 
 @dataclass
@@ -46,6 +48,14 @@ class Bundle:
     def index_path(self) -> Path | None:
         p = self.path / INDEX if self.path.is_dir() else None
         return p if p is not None and p.exists() else None
+
+    @property
+    def reference(self) -> dict | None:
+        """The training corpus's real-excerpt reference (`real_reference`), or None where the bundle has none."""
+        p = self.path / REFERENCE if self.path.is_dir() else None
+        if p is None or not p.exists():
+            return None
+        return json.loads(p.read_text())
 
     @property
     def style_classifier(self):  # noqa: ANN201 - a StyleClassifier, or None where the bundle has none
@@ -77,19 +87,97 @@ def save_bundle(out_dir: str | Path, model: EventLSTM, tokenizer_json: str | Pat
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle folder, an MLflow model folder holding one, or a Lightning checkpoint."""
+    """Load a bundle folder, an MLflow model folder holding one, or a Lightning checkpoint.
+
+    The folder is checked as a whole before anything is built: each file readable and of the
+    right shape (config, tokenizer, weights agreeing on sizes), sizes within MODEL_LIMITS; a
+    bad one is one MidigenError naming the file and what is wrong."""
     path = Path(path).expanduser()
     if path.is_file() and path.suffix == ".ckpt":
         return _load_checkpoint(path)
     folder = find_bundle_dir(path)
+    meta = _read_json_object(folder / CONFIG)
+    config = _model_config(folder / CONFIG, meta.get("model"))
+    params = _tokenizer(folder / TOKENIZER)
+    if params.vocab_size != config.vocab_size:
+        raise MidigenError(f"{folder}: {TOKENIZER} has {params.vocab_size} events but {CONFIG} a model of "
+                           f"{config.vocab_size}: the files come from different models")
+    model = EventLSTM(config)
+    model.load_state_dict(_weights(folder / WEIGHTS, model))
+    return Bundle(model.eval(), params, meta, folder)
+
+
+# Sizes a midigen model folder may declare (a larger one is a broken or hostile file, not a model:
+# hidden 10^7 would ask for petabytes before anything could fail).
+MODEL_LIMITS = {"vocab_size": (2, 100_000), "hidden_size": (1, 8192), "num_layers": (1, 16),
+                "embedding_dim": (1, 8192), "style_dim": (1, 1024)}
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MidigenError(f"{path}: unreadable ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    except ValueError as exc:
+        raise MidigenError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise MidigenError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _model_config(path: Path, data: object) -> ModelConfig:
+    if not isinstance(data, dict):
+        raise MidigenError(f"{path}: no \"model\" settings; not a midigen model folder")
+    for key, (low, high) in MODEL_LIMITS.items():
+        value = data.get(key)
+        if key in ("vocab_size", "hidden_size", "num_layers") and value is None:
+            raise MidigenError(f"{path}: model.{key} is missing")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise MidigenError(f"{path}: model.{key}={value!r} is not a size a midigen model has ({low}-{high})")
+    styles = data.get("styles", [])
+    if not isinstance(styles, list) or not all(isinstance(s, str) for s in styles):
+        raise MidigenError(f"{path}: model.styles must be a list of style names")
+    try:
+        return ModelConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise MidigenError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def _tokenizer(path: Path) -> EventParams:
+    data = _read_json_object(path)
+    inner = data.get("config", {}).get("additional_params", {}) if "config" in data else data
+    missing = [k for k in ("mode", "max_shift") if k not in (inner if isinstance(inner, dict) else {})]
+    if missing:
+        raise MidigenError(f"{path}: not a midigen tokenizer (no {', '.join(missing)}); the model folder is broken")
+    try:
+        params = load_params(path)
+    except (TypeError, ValueError) as exc:
+        raise MidigenError(f"{path}: {str(exc).splitlines()[0]}") from None
+    if not 1 <= params.max_shift <= 10_000 or (params.mode == "beat" and not 1 <= params.grid <= 960):
+        raise MidigenError(f"{path}: tokenizer sizes out of range (max_shift {params.max_shift}, grid {params.grid})")
+    return params
+
+
+def _weights(path: Path, model: EventLSTM) -> dict:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / CONFIG).read_text())
-    config = ModelConfig.from_dict(meta["model"])
-    model = EventLSTM(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(folder / WEIGHTS)).items()}
-    model.load_state_dict(state)
-    return Bundle(model.eval(), load_params(folder / TOKENIZER), meta, folder)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise MidigenError(f"{path}: not readable weights ({str(exc).splitlines()[0][:120]})") from None
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise MidigenError(f"{path}: the weights do not fit {CONFIG}'s model "
+                           f"({'missing ' + missing[0] if missing else 'unexpected ' + extra[0]})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise MidigenError(f"{path}: {key} has shape {tuple(tensor.shape)}, {CONFIG}'s model needs "
+                               f"{tuple(expected[key].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise MidigenError(f"{path}: {key} holds NaN or infinite values")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def find_bundle_dir(path: Path) -> Path:
@@ -125,8 +213,11 @@ def _load_checkpoint(path: Path) -> Bundle:
     hp = ckpt.get("hyper_parameters", {})
     if "model" not in hp or "tokenizer" not in hp:
         raise MidigenError(f"{path}: not a midigen training checkpoint (no model/tokenizer hyper-parameters)")
-    config = ModelConfig.from_dict(hp["model"])
+    config = _model_config(path, hp["model"])
     model = EventLSTM(config)
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    model.load_state_dict(state)
+    state = {k[len("net."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MidigenError(f"{path}: the weights do not fit its model ({str(exc).splitlines()[0][:160]})") from None
     return Bundle(model.eval(), EventParams.from_dict(hp["tokenizer"]), {"model": config.to_dict()}, path)

@@ -16,29 +16,30 @@ facts of `generate`: exactly `--bars` long, one track, every note closed, `--see
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from midigen.errors import MidigenError
-from midigen.producer.generate import GenerateRequest, generate_batch, parse_style, safe_name
+from midigen.producer.generate import generate_batch
+from midigen.producer.request import GenerateRequest, file_stem, parse_style
 
 
 MIX = "geometric"  # how two next-event distributions mix (`sampling.Towards`)
+MAX_STEPS = 32
 
 
 def blend_weights(steps: int) -> list[float]:
     """The weight of B in each of `steps` clips: 0 ... 1, evenly spaced."""
-    if steps < 2:
-        raise MidigenError(f"--steps {steps}: use at least 2 (the first clip follows A, the last B)")
+    if not 2 <= steps <= MAX_STEPS:
+        raise MidigenError(f"--steps {steps}: use 2 to {MAX_STEPS} (the first clip follows A, the last B)")
     return [i / (steps - 1) for i in range(steps)]
 
 
 def file_style(bundle, path: str | Path, explicit: str | None) -> dict[str, float] | None:  # noqa: ANN001
     """The style weights a file is conditioned on: explicit, else the bundle's classifier's verdict."""
     if explicit:
-        return parse_style(explicit)
+        return parse_style("style", explicit)
     if not bundle.styles:
         return None
     classifier = bundle.style_classifier
@@ -64,9 +65,10 @@ def interpolate_batch(bundle, a: str | Path, b: str | Path, steps: int, req: Gen
     `req` sets everything but the conditioning (bars, bpm, temperature, seed, ...); leave its
     style, primer and context unset. Variation j of every step draws the same random numbers,
     so along a variation the clips differ by the weight, not by luck."""
-    for path in (a, b):
-        if not Path(path).is_file():
-            raise MidigenError(f"{path}: no such MIDI file")
+    from midigen.producer.generate import primer_ids
+
+    for which, path in (("A", a), ("B", b)):
+        primer_ids(str(path), bundle.params, label=f"{which} ({path})")  # a bad clip is named as the user gave it
     if req.primer or req.context or req.towards or req.style:
         raise MidigenError("interpolate sets the conditioning itself: leave out --primer and --style")
     weights = blend_weights(steps)
@@ -74,10 +76,10 @@ def interpolate_batch(bundle, a: str | Path, b: str | Path, steps: int, req: Gen
     width = len(str(steps))
     clips = []
     for k, weight in enumerate(weights):
-        step_req = replace(req, context=str(a), style=styles[0],
+        step_req = req.but(context=str(a), style=styles[0],
                            towards={"context": str(b), "style": styles[1], "weight": weight, "mix": mix})
         for j, result in enumerate(generate_batch(bundle, step_req)):
-            stem = f"{safe_name(req.name)}_s{req.seed}_step{k + 1:0{width}d}of{steps}"
+            stem = f"{file_stem(req.name)}_s{req.seed}_step{k + 1:0{width}d}of{steps}"
             result.update(name=f"{stem}.mid" if req.num == 1 else f"{stem}_{j + 1:02d}.mid",
                           weight=weight, step=k, variation=j, styles={"a": styles[0], "b": styles[1]})
             clips.append(result)
@@ -106,7 +108,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
-    from midigen.producer.generate import add_clip_arguments
+    from midigen.producer.generate import add_output_arguments
+    from midigen.producer.request import CLIP_FIELDS, add_request_arguments
 
     p.add_argument("a", metavar="A.mid", help="the clip to start from")
     p.add_argument("b", metavar="B.mid", help="the clip to end at")
@@ -119,20 +122,22 @@ def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
     p.add_argument("--bars", type=int, default=8, help="length of each clip in 4/4 bars, exact (default 8)")
     p.add_argument("--style-a", default=None, help="A's style weights (default: what the model's classifier hears)")
     p.add_argument("--style-b", default=None, help="B's style weights (default: what the model's classifier hears)")
-    add_clip_arguments(p)
+    add_request_arguments(p, CLIP_FIELDS)
+    add_output_arguments(p)
 
 
 def interpolate_command(args) -> int:  # noqa: ANN001
     from midigen.producer.bundle import load_bundle
-    from midigen.producer.generate import audio_settings, clip_request, validate, write_clips
+    from midigen.producer.output import audio_settings, check_folder, write_clips
     from midigen.producer.registry import default_model_ref, locate_model
+    from midigen.producer.request import CLIP_FIELDS, request_from_args
 
-    req = clip_request(args, num=args.num, bars=args.bars)
-    validate(req)
+    req = request_from_args(args, CLIP_FIELDS, num=args.num, bars=args.bars)
     blend_weights(args.steps)  # a bad --steps fails before the model loads
     audio = audio_settings(args)
+    check_folder(Path(args.out))  # a bad --out fails before the model loads
     source = locate_model(args.model or default_model_ref())
     bundle = load_bundle(source.path)
     clips = interpolate_batch(bundle, args.a, args.b, args.steps, req, args.style_a, args.style_b, args.mix)
     report = {"weights": [c["weight"] for c in clips], "styles": clips[0]["styles"]}
-    return write_clips(clips, args, source, audio, report)
+    return write_clips(clips, args, source, audio, req, bundle, report)

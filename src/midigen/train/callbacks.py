@@ -19,13 +19,14 @@ import numpy as np
 import pytorch_lightning as pl
 
 from midigen.producer.bundle import Bundle
-from midigen.producer.generate import GenerateRequest, generate_batch
+from midigen.producer.generate import generate_batch
+from midigen.producer.request import GenerateRequest
 
 log = logging.getLogger(__name__)
 
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}  # suffix: MIME type
-SAMPLE_METRICS = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density",
-                  "hanging_notes")
+SAMPLE_METRICS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "repetition_half", "pitch_range", "polyphony",
+                  "note_density", "hanging_notes")
 
 
 class EpochWindows(pl.Callback):
@@ -55,18 +56,23 @@ class EpochWindows(pl.Callback):
 
 
 class SamplingCallback(pl.Callback):
-    def __init__(self, out_dir: str | Path, every_n_epochs: int = 1, num_files: int = 4, bars: int = 8,
-                 bpm: float = 120.0, max_events: int = 1000, temperature: float = 1.0, top_p: float = 0.95,
-                 repetition_penalty: float = 0.3, index_path: str | Path | None = None, seed: int = 0,
-                 audio: bool = False, audio_sample_rate: int | None = None, audio_format: str = "wav"):
-        """`audio`: a recording of each sample beside it (the producer's built-in piano, mono,
-        `audio_sample_rate` Hz, None: the producer's default; `audio_format` wav, or flac/ogg
-        with the soundfile package), played by the epoch's index.html. conf/callbacks/ sets
-        these for training runs."""
+    def __init__(self, out_dir: str | Path, every_n_epochs: int = 1, request: dict | None = None,
+                 index_path: str | Path | None = None, seed: int = 0, audio: bool = False,
+                 audio_sample_rate: int | None = None, audio_format: str = "wav"):
+        """`request`: the fields of the producer's `GenerateRequest` that differ from its defaults
+        (conf/callbacks/: num 4, bars 8), checked now; `seed` is the run's. `audio`: a recording
+        of each sample beside it (the producer's built-in piano, mono, `audio_sample_rate` Hz,
+        None: the producer's default; `audio_format` wav, or mp3/flac/ogg with the soundfile
+        package), played by the epoch's index.html. conf/callbacks/ sets these for training runs."""
+        from midigen.errors import MidigenError
+        from midigen.producer.request import RequestError
+
         self.out_dir = Path(out_dir)
         self.every = every_n_epochs
-        self.request = dict(num=num_files, bars=bars, bpm=bpm, max_events=max_events, temperature=temperature,
-                            top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
+        try:
+            self.request = GenerateRequest.from_fields({**(request or {}), "seed": seed})
+        except RequestError as exc:
+            raise MidigenError(f"callbacks.sampling.request.{exc.field}={exc.value!r}: {exc.reason}") from None
         self.index_path = Path(index_path) if index_path else None
         self.audio = audio
         self.audio_sample_rate = audio_sample_rate
@@ -85,23 +91,25 @@ class SamplingCallback(pl.Callback):
         self.write_samples(trainer, pl_module, epoch)
 
     def write_samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict:
-        from midigen.evaluation.metrics import note_metrics
+        from midigen.data.midi_io import TICKS_PER_BEAT
         from midigen.evaluation.pianoroll import pianoroll_from_notes
+        from midigen.producer.report import judge
 
         folder = self.out_dir / f"epoch_{epoch:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         was_training = pl_module.training
         bundle = Bundle(pl_module.net, pl_module.params, {}, folder)
         try:
-            results = generate_batch(bundle, GenerateRequest(**self.request, name=f"epoch{epoch:03d}"))
+            results = generate_batch(bundle, self.request.but(name=f"epoch{epoch:03d}"))
         finally:
             pl_module.train(was_training)
         index = self._index()
-        rows = {}
+        verdict = judge(results, self.request, bundle)  # each file: its metrics and whether it is usable
+        rows, reasons = {}, {}
         for r in results:
             on, off, pitch = r["notes"]
             (folder / r["name"]).write_bytes(r["midi"])
-            pianoroll_from_notes(on, off, pitch, 960, folder / r["name"].replace(".mid", ".png"),
+            pianoroll_from_notes(on, off, pitch, TICKS_PER_BEAT, folder / r["name"].replace(".mid", ".png"),
                                  title=f"epoch {epoch} {r['name']}")
             if self.audio:
                 from midigen.producer.audio import DEFAULT_SAMPLE_RATE, render_midi_file
@@ -109,13 +117,18 @@ class SamplingCallback(pl.Callback):
                 # The built-in piano, whatever is installed: the same sound on every machine and run.
                 render_midi_file(folder / r["name"], renderer="builtin", fmt=self.audio_format,
                                  sample_rate=self.audio_sample_rate or DEFAULT_SAMPLE_RATE)
-            row = note_metrics(on, off, pitch, 960)
+            judged = verdict["files"][r["name"]]
+            row = {k: judged[k] for k in SAMPLE_METRICS if judged.get(k) is not None}
+            row["usable"] = float(judged["usable"])
+            reasons[r["name"]] = judged["reasons"]
             if index is not None:
-                row["copy_ratio"] = index.check_notes(on, pitch, 960)["copy_ratio"]
+                row["copy_ratio"] = index.check_notes(on, pitch, TICKS_PER_BEAT)["copy_ratio"]
             rows[r["name"]] = row
-        keys = [k for k in (*SAMPLE_METRICS, "copy_ratio") if rows and k in next(iter(rows.values()))]
+        keys = [k for k in (*SAMPLE_METRICS, "usable", "copy_ratio") if rows and k in next(iter(rows.values()))]
         mean = {k: float(np.mean([float(row[k]) for row in rows.values()])) for k in keys}
-        (folder / "metrics.json").write_text(json.dumps({"files": rows, "mean": mean}, indent=2, default=float))
+        (folder / "metrics.json").write_text(json.dumps({"files": rows, "mean": mean, "reasons": reasons,
+                                                         "worst": verdict["worst"], "basis": verdict["basis"]},
+                                                        indent=2, default=float))
         write_samples_page(folder, f"Samples after epoch {epoch}", rows, mean)
         if trainer.logger is not None:
             trainer.logger.log_metrics({f"sample/{k}": v for k, v in mean.items()}, step=trainer.global_step)
@@ -149,7 +162,7 @@ def write_samples_page(folder: Path, title: str, rows: dict[str, dict], mean: di
     only a self-contained page plays inside its artifact view (and still does when the folder
     is downloaded or the page is mailed on its own). The page is about 1.4x its recordings and PNGs.
     """
-    keys = [k for k in (*SAMPLE_METRICS, "copy_ratio") if rows and k in next(iter(rows.values()))]
+    keys = [k for k in (*SAMPLE_METRICS, "usable", "copy_ratio") if rows and k in next(iter(rows.values()))]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
 
     def cells(row: dict) -> str:

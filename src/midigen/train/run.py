@@ -10,11 +10,12 @@ run is created; once it exists the run ends FINISHED, FAILED (tag `error`) or KI
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +32,8 @@ from midigen.errors import MidigenError, first_line
 from midigen.producer.bundle import read_checkpoint
 from midigen.train import registration
 from midigen.train.callbacks import EpochWindows, InterruptGuard, SamplingCallback, StopReason
-from midigen.train.config import check_override_types, check_settings, config_errors, flatten, git_commit
+from midigen.train.config import (check_override_types, check_settings, config_errors, flatten, git_commit,
+                                  sweep_run_name)
 from midigen.train.module import EventLSTMModule
 
 
@@ -55,7 +57,7 @@ class Job:
     callbacks: list  # every callback but early stopping, `checkpoint` among them
     monitor: str  # what early stopping watches; its best value is logged as val/best_<name>
     params: dict  # the settings this task reads: the run's MLflow params
-    dataset: dict  # dataset.json; its whole numbers are logged as data/<key>
+    dataset: dict  # dataset.json (the corpus itself is the run's MLflow dataset: `corpus_dataset`)
     finish: Callable[[dict, Any, str], None]
     tags: dict = field(default_factory=dict)  # beyond commit, experiment and overrides
     artifacts: list[Path] = field(default_factory=list)  # logged once, beside config.yaml and dataset.json
@@ -100,8 +102,8 @@ def run_job(cfg: DictConfig, build_job: Callable[[DictConfig, Path], Job]) -> di
         tags["sweep"] = str(Path(hydra_cfg.sweep.dir).name)
         tags["sweep_job"] = str(hydra_cfg.job.num)
     run_name = cfg.run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if sweep and not cfg.run_name:  # jobs of a sweep are told apart by what they set, in the runs table too
-        run_name = f"{job.name} #{hydra_cfg.job.num} {' '.join(hydra_cfg.overrides.task)}"[:250]
+    if sweep and not cfg.run_name:  # jobs of a sweep are told apart by what they vary, in the runs table too
+        run_name = sweep_run_name(job.name, hydra_cfg)
     tracking.ensure_store(uri)
     tracking.ensure_experiment(cfg.logger.experiment_name, uri)
     # The logger creates (or reopens) the MLflow run on first use, after the trainer is built.
@@ -138,9 +140,7 @@ def _fit_and_log(cfg: DictConfig, job: Job, trainer: pl.Trainer, client, run_id:
             client.log_artifact(run_id, str(path))
         (run_dir / "dataset.json").write_text(json.dumps(job.dataset, indent=2))
         client.log_artifact(run_id, str(run_dir / "dataset.json"))
-        for key, value in job.dataset.items():
-            if isinstance(value, int):
-                client.log_metric(run_id, f"data/{key}", value)
+        tracking.log_dataset(client, run_id, **corpus_dataset(job.corpus, Path(job.datamodule.root)))
         for key, value in job.metrics.items():
             client.log_metric(run_id, key, value)
     else:
@@ -174,6 +174,34 @@ def _fit_and_log(cfg: DictConfig, job: Job, trainer: pl.Trainer, client, run_id:
         client.log_artifact(run_id, best, "checkpoints")
     job.finish(results, client, run_id)
     return results
+
+def corpus_dataset(corpus, root: Path) -> dict:  # noqa: ANN001 - a TokenCorpus or the seed's NoteCorpus
+    """The run's corpus as an MLflow dataset: {name, digest, source, profile}.
+
+    The name is the corpus folder's; the digest hashes every file the run uses (its bytes,
+    style and split) with the tokenizer, so another file, split or tokenizer is another
+    dataset. The profile holds the figures the `data/...` metrics used to: files and skipped
+    files, then files, notes and tokens (where the corpus is tokenized) per split, overall
+    and per style."""
+    params = getattr(corpus, "params", None)
+    tokenizer = params.key() if params is not None else None
+    files = sorted(corpus.files, key=lambda f: f["rel"])
+    digest = hashlib.sha256(json.dumps(tokenizer).encode())
+    for f in files:
+        digest.update(json.dumps([f["rel"], f["style"], f["split"]]).encode())
+        digest.update(hashlib.sha256((root / f["rel"]).read_bytes()).digest())
+
+    def per_split(summary: dict) -> dict:
+        return {split: {k: summary[f"{split}_{k}"] for k in ("files", "notes", "tokens") if f"{split}_{k}" in summary}
+                for split in ("train", "val", "test")}
+
+    summary = corpus.summary()
+    styles = sorted({f["style"] for f in files})
+    profile = {"files": summary["files"], "skipped": summary["skipped"], "tokenizer": tokenizer,
+               "splits": per_split(summary),
+               "styles": {s: per_split(replace(corpus, files=[f for f in files if f["style"] == s]).summary())
+                          for s in styles}}
+    return {"name": root.name, "digest": digest.hexdigest()[:16], "source": root, "profile": profile}
 
 def _tester(cfg: DictConfig, trainer):  # noqa: ANN001, ANN202
     """The fitted trainer, or a one-process copy of it after multi-process training: there a
@@ -214,6 +242,10 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
     """The event-token LSTM: resume, data, model, originality index, style classifier, callbacks;
     once tested, the bundle, its registered version and the per-note NLL."""
     ckpt_path, run_id = _resume(cfg)
+    index_path = run_dir / "originality.npz"
+    # The samples' request is checked now, not at the end of the first epoch.
+    sampling = SamplingCallback(run_dir / "samples", index_path=index_path, seed=cfg.seed,
+                                **OmegaConf.to_container(cfg.callbacks.sampling))
     with config_errors("data"):
         datamodule = instantiate(cfg.data, _convert_="all")
     corpus = datamodule.load_corpus()  # bad data fails here, before any training
@@ -223,7 +255,6 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
         module = EventLSTMModule(model=container["model"], tokenizer=container["tokenizer"], optim=container["optim"],
                                  scheduler=container.get("scheduler") or None, styles=styles)
 
-    index_path = run_dir / "originality.npz"
     registration.build_originality_index(corpus, datamodule, index_path)
     classifier_path = run_dir / "style_classifier.json"
     classifier_accuracy = registration.fit_style_classifier(corpus, datamodule, container.get("style_classifier"),
@@ -236,8 +267,6 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cb_cfg.checkpoint.monitor, mode="min",
                                  save_top_k=cb_cfg.checkpoint.save_top_k, save_last=cb_cfg.checkpoint.save_last,
                                  filename="epoch{epoch:03d}-nll{val/nll:.4f}", auto_insert_metric_name=False)
-    sampling = SamplingCallback(run_dir / "samples", index_path=index_path, seed=cfg.seed,
-                                **OmegaConf.to_container(cb_cfg.sampling))
     callbacks = [checkpoint, sampling, EpochWindows(cfg.seed), InterruptGuard(ckpt_dir), StopReason(),
                  LearningRateMonitor()]
     artifacts = [tok_dir / "tokenizer.json"]
@@ -256,9 +285,10 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
             summary = corpus.summary()
             score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
                      "val_files": summary.get("val_files"), "val_tokens": summary.get("val_tokens")}
+            tags = registration.version_tags(styles, results, registration.last_samples(sampling))
             uri = tracking.tracking_uri(cfg.logger.tracking_uri)
             results.update(registration.log_model(run_id, bundle_dir, uri, cfg.registry.name, cfg.registry.alias,
-                                                  cfg.registry.get("promote", "always"), score))
+                                                  cfg.registry.get("promote", "always"), score, tags))
         print(f"midigen: run {run_id} ({cfg.logger.experiment_name}) {cut}; val/nll {results.get('val/best_nll')}")
         print(f"midigen: samples in {run_dir / 'samples'}; model in {bundle_dir}")
         if results.get("version"):
