@@ -76,9 +76,14 @@ def test_key_restriction_and_distinct_start_notes(smoke_run, tmp_path):
     from midigen.producer.bundle import load_bundle
     from midigen.producer.generate import GenerateRequest, generate_batch
 
-    results = generate_batch(load_bundle(smoke_run["bundle"]), GenerateRequest(num=8, bars=2, key="F# minor", seed=1))
+    bundle = load_bundle(smoke_run["bundle"])
+    results = generate_batch(bundle, GenerateRequest(num=8, bars=2, key="F# minor", seed=1, start="random"))
     starts = [int(r["ids"][0]) - 1 for r in results]  # NOTE_ON ids are pitch + 1
-    assert len(set(starts)) == 8 and {p % 12 for p in starts} <= SCALE_F_SHARP_MINOR
+    assert len(set(starts)) == 8 and {p % 12 for p in starts} <= SCALE_F_SHARP_MINOR  # the seed's random start
+    # The default: the model opens the clip, with a note (on beat 1), in key
+    for r in generate_batch(bundle, GenerateRequest(num=8, bars=2, key="F# minor", seed=1)):
+        assert 1 <= int(r["ids"][0]) <= 128 and (int(r["ids"][0]) - 1) % 12 in SCALE_F_SHARP_MINOR
+        assert r["notes"][0].min() == 0
 
 
 def test_primer_is_kept_verbatim_at_the_start(smoke_run, tmp_path):

@@ -341,7 +341,9 @@ def fp16_equality(full: Path, half: Path, num: int = NUM_FILES) -> dict:
     import torch.nn.functional as F
 
     from midigen.producer.bundle import load_bundle
-    from midigen.producer.generate import GenerateRequest, _summarise, generate_batch
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.report import judge
+    from midigen.producer.request import GenerateRequest
 
     a, b = load_bundle(full), load_bundle(half)
     c = corpus(a.params)
@@ -361,7 +363,7 @@ def fp16_equality(full: Path, half: Path, num: int = NUM_FILES) -> dict:
                 events += targets.numel()
     req = GenerateRequest(num=num, bars=BARS, seed=SEED, max_copy=None)
     ga, gb = generate_batch(a, req), generate_batch(b, req)
-    sa, sb = _summarise(ga), _summarise(gb)
+    sa, sb = judge(ga, req, a)["mean"], judge(gb, req, b)["mean"]
     return {"events": events, "nll_fp32": nll["fp32"] / events, "nll_fp16": nll["fp16"] / events,
             "argmax_agreement": agree / events, "max_prob_gap": gap, "files": num,
             "identical": sum(x["midi"] == y["midi"] for x, y in zip(ga, gb)),

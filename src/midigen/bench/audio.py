@@ -17,7 +17,7 @@ def bench_audio(bundle: Path, sizes: Sizes) -> list[Row]:
     from midigen.producer.bundle import load_bundle
     from midigen.producer.generate import GenerateRequest, generate_batch
 
-    clips = generate_batch(load_bundle(bundle), GenerateRequest(num=CLIPS, bars=BARS, max_copy=None))
+    clips = generate_batch(load_bundle(bundle), GenerateRequest(num=CLIPS, bars=BARS, seed=0, max_copy=None))
     with tempfile.TemporaryDirectory(prefix="midigen-bench-audio-") as tmp:
         paths = []
         for clip in clips:

@@ -77,7 +77,7 @@ def child_main(kind: str, config_json: str) -> None:
         from midigen.producer.bundle import load_bundle
         from midigen.producer.generate import GenerateRequest, generate_batch
 
-        results = generate_batch(load_bundle(config["bundle"]), GenerateRequest(num=config["num"], bars=8))
+        results = generate_batch(load_bundle(config["bundle"]), GenerateRequest(num=config["num"], bars=8, seed=0))
         print(json.dumps({"max_rss_mb": _max_rss_mb(), "files": len(results)}))
     else:
         raise SystemExit(f"unknown bench child {kind!r}")

@@ -53,8 +53,9 @@ def bench_sampling(sizes: Sizes) -> list[Row]:
     model = seed_size_model(V, sizes.hidden, sizes.layers)
     starts = [NOTE_ON_OFFSET + 60 + i for i in range(SAMPLE_FILES)]
     producer = SamplingOptions(num=SAMPLE_FILES, max_events=E, top_p=0.95, repetition_penalty=0.3,
-                               max_note_steps=250, start_pitches=[s - NOTE_ON_OFFSET for s in starts])
-    plain = SamplingOptions(num=SAMPLE_FILES, max_events=E, start_pitches=producer.start_pitches)
+                               max_note_steps=250, start="random",
+                               start_pitches=[s - NOTE_ON_OFFSET for s in starts])
+    plain = SamplingOptions(num=SAMPLE_FILES, max_events=E, start="random", start_pitches=producer.start_pitches)
     fp32 = SamplingOptions(**{**producer.__dict__, "precision": "fp32"})
     side = max(1, sizes.sample_repeats - 2)  # repeats of the figures that only go in the notes
     ours, ours_median = best_of(lambda: sample(model, params, producer), sizes.sample_repeats)

@@ -72,7 +72,7 @@ class GenerateRequest:
     seed: int | None = _opt(None, "same seed + model + options = identical files (default: a fresh seed, printed)")
     note_range: tuple[int, int] | None = _opt(None, "bound every note to LOW-HIGH MIDI pitches, e.g. 36-84", metavar="LOW-HIGH")
     voices: int | None = _opt(None, "at most this many notes sounding at once (1 = a single melody line)")
-    start: str = _opt("random", "how a clip opens: model (the style's own opening) or random (the seed's "
+    start: str = _opt("model", "how a clip opens: model (the style's own opening) or random (the seed's "
                                "uniform first pitch within --note-range, default 36-99)")
     repetition_penalty: float = _opt(0.3, "anti-stuck: logit penalty per recent repeat of a pitch (0 = off)")
     max_note_beats: float | None = _opt(4.0, "end any note held this long, in beats ('off' = no cap)")
