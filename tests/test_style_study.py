@@ -141,9 +141,16 @@ def test_report_and_results_hold_the_same_numbers(quick):
         assert f"| {style} | {g['real_accuracy']:.3f} | {g['accuracy']:.3f} |" in text
         assert f"{r['nll'][style]['model_per_note']:.3f}" in text
     assert f"{r['interpolation']['mean_rho_a']:.3f}" in text
+    assert "## In time, file by file" in text
+    for style in STYLES:  # file by file in time: real held-out windows against both openings
+        t = r["timing"][style]
+        assert t["real_windows"] > 0 and t["model"]["files"] == t["random"]["files"] == SIZES.files
+        assert 0.0 <= t["real_usable"] <= 1.0 and 0.0 <= t["model"]["usable"] <= 1.0
+        assert f"| {style} | {t['real_on_beat']:.2f} ({t['p5_train']:.2f}) | {t['model']['on_beat']:.2f} |" in text
+        assert t["met_usable"] is (t["usable_ratio"] >= study.GOAL_USABLE)
     readme = report.readme_table(r)
     assert readme.splitlines()[0].startswith("| style |") and sum(line.startswith(("| chorale", "| fiddle"))
-                                                                  for line in readme.splitlines()) == 2
+                                                                  for line in readme.splitlines()) == 4
 
 
 def test_batched_nll_carries_the_state_across_chunks(monkeypatch):

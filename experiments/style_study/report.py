@@ -52,6 +52,9 @@ def readme_table(results: dict) -> str:
     lines = table(["style", "classifier on held-out real 8-bar excerpts", f"on {sizes['files']} generated 8-bar files",
                    f"ratio (goal >= {goal})", "goal", "test NLL per note: model",
                    f"{results['ngram_order']}-gram"], rows)
+    if results.get("timing"):
+        lines += ["", "In time, file by file (real held-out 8-bar windows vs generated files; see the report):", ""]
+        lines += timing_table(results)
     blends = results["blends"]
     monotone = sum(bool(c["monotone"]) for c in blends)
     moves = results["interpolation"]
@@ -61,6 +64,28 @@ def readme_table(results: dict) -> str:
               f"{results['goals']['rho']}), of (step, distance to B) {fmt(moves['mean_rho_b'], 2)} "
               f"({met(moves['met_b'])}, goal <= -{results['goals']['rho']})."]
     return "\n".join(lines)
+
+
+def timing_table(results: dict) -> list[str]:
+    """Real held-out windows vs generated files, per style: in time, file by file."""
+    goals, timing = results["goals"], results.get("timing") or {}
+    rows = []
+    for style, r in timing.items():
+        m, rnd = r["model"], r["random"]
+        worst = m["worst"] or {}
+        nll = (results["nll"].get(style) or {}).get("model_per_note")
+        fidelity = (results["generated"].get(style) or {}).get("ratio")
+        rows.append([style, f"{fmt(r['real_on_beat'], 2)} ({fmt(r['p5_train'], 2)})", fmt(m["on_beat"], 2),
+                     fmt(rnd["on_beat"], 2), f"{m['below_p5']} / {rnd['below_p5']}", f"{m['off_grid']} / {rnd['off_grid']}",
+                     fmt(r["real_usable"], 2), fmt(m["usable"], 2), fmt(rnd["usable"], 2), fmt(r["usable_ratio"], 2),
+                     met(r["met_usable"]), met(r["met_on_beat"]),
+                     f"{fmt(worst.get('on_beat'), 2)}", f"{fmt(r['real_repetition_half'], 2)} / {fmt(m['repetition_half'], 2)}",
+                     fmt(fidelity, 2), fmt(nll, 2)])
+    return table(["style", "real on-beat mean (train p5)", "generated on-beat: model start", "random start",
+                  "files below p5: model / random", "off the grid: model / random", "usable: real",
+                  "usable: model start", "usable: random start", f"usable ratio (goal >= {goals.get('usable')})",
+                  "usable goal", f"on-beat within {int(100 * goals.get('on_beat', 0))}%", "worst file's on-beat",
+                  "repetition at half: real / generated", "fidelity ratio", "test NLL per note"], rows)
 
 
 def render(results: dict) -> str:
@@ -115,6 +140,20 @@ def render(results: dict) -> str:
     lines += table(["style", "listed", "usable", "train", "val", "test", "the model knows it"],
                    [[s, fmt(r["listed"]), fmt(r["usable"]), fmt(r["train"]), fmt(r["val"]), fmt(r["test"]),
                      fmt(r["model_knows"])] for s, r in files["styles"].items()])
+
+    if results.get("timing"):
+        t = results["timing"]
+        sizes_files = next(iter(t.values()))["model"]["files"]
+        lines += ["", "## In time, file by file: real held-out excerpts vs generated", "",
+                  f"Real: every {sizes['bars']}-bar window of each TEST file, cut at its own bar lines. Generated: "
+                  f"{sizes_files} files per style with `style={{s: 1.0}}`, seed {sizes['seed']}, opened by the model "
+                  "(`start=model`, the default) and with the seed's uniformly random first pitch (`start=random`). "
+                  "A file is usable when on the 16th/triplet grid (>= 0.95 of onsets and offsets), in phase (on-beat "
+                  "share at or above the style's 5th percentile over its TRAIN windows, shown in brackets) and "
+                  "without hanging notes. Goals: usable share generated >= "
+                  f"{results['goals'].get('usable')}x real; mean on-beat share within "
+                  f"{int(100 * results['goals'].get('on_beat', 0))}% of real's.", ""]
+        lines += timing_table(results)
 
     # 1 + 2
     generated = results["generated"]

@@ -15,7 +15,13 @@ fractions from conf/data/default.yaml), it measures
 4. held-out NLL per note of each style's test files, the model (conditioned on that style)
    against a 4-gram (interpolated Kneser-Ney) fitted on that style's training files;
 5. interpolation (`midigen interpolate`) between held-out files of two styles: the feature
-   distance of clip i to A should rise with i, to B fall (Spearman rho, goal +-0.8).
+   distance of clip i to A should rise with i, to B fall (Spearman rho, goal +-0.8);
+6. in time, file by file: the share of onsets on a beat and the "usable" verdict (on the grid,
+   in phase: on-beat share at or above the style's real 5th percentile, measured on 8-bar
+   windows of its TRAIN files; no hanging notes) of held-out TEST windows against the files of
+   step 2 (the model's own opening, `start="model"`) and of the same request with the seed's
+   random first pitch (`start="random"`); goals: usable share generated >= 0.95x real, mean
+   on-beat share within 10% of real's.
 
 The classifier is the bundle's `style_classifier.json`; a bundle without one gets one fitted
 here on the corpus's TRAIN split with conf/train.yaml's `style_classifier` options (as training
@@ -48,6 +54,8 @@ ROOT = HERE.parent.parent
 BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # weight of the pair's first style, falling
 GOAL_RATIO = 0.8  # generated accuracy / real held-out accuracy, per style
 GOAL_RHO = 0.8  # mean Spearman rho of (step, distance to A) >= this; to B <= -this
+GOAL_USABLE = 0.95  # usable share of generated files / of real held-out windows, per style
+GOAL_ON_BEAT = 0.10  # |generated mean on-beat share / real's - 1| at most this, per style
 NGRAM_ORDER = 4
 NLL_CHUNK = 1024  # events per teacher-forced forward pass; the LSTM state carries across chunks
 NLL_BATCH = 32  # files per forward pass
@@ -193,6 +201,66 @@ def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: P
                        "real_accuracy": ceiling, "ratio": ratio,
                        "met": None if ratio is None else bool(ratio >= GOAL_RATIO), "folder": _display(folder)}
     return rows
+
+
+# --- 2b. in time, file by file ------------------------------------------------------------------
+
+
+def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out: Path, sizes: Sizes) -> dict:  # noqa: ANN001
+    """{style: real held-out windows vs generated files: on-beat share, usable share, the worst file}.
+
+    The bound of "in phase" is the style's 5th percentile of on-beat share over 8-bar windows of
+    its TRAIN files (what a model trained on them could know); held-out TEST windows and
+    generated files are judged against it alike."""
+    from midigen.evaluation.reference import real_reference, usable, window_metrics
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.report import judge
+    from midigen.producer.request import GenerateRequest
+
+    train = [rel for rel, split in splits.items() if split == "train" and rel.split("/")[0] in styles]
+    bounds = real_reference(root, window_bars=sizes.bars, files=train)["styles"]
+    rows = {}
+    for style in styles:
+        p5 = bounds[style]["metrics"]["on_beat"]["p5"]
+        reference = {"all": {"metrics": {"on_beat": {"p5": p5}}, "windows": bounds[style]["windows"]},
+                     "styles": {style: {"metrics": {"on_beat": {"p5": p5}}, "windows": bounds[style]["windows"]}}}
+        windows = [w for rel, split in splits.items() if split == "test" and rel.startswith(style + "/")
+                   for w in _windows(root / rel, sizes.bars, window_metrics)]
+        real_usable = [usable(w, p5)[0] for w in windows]
+        row = {"p5_train": p5, "train_windows": bounds[style]["windows"], "real_windows": len(windows),
+               "real_on_beat": _mean(np.array([w["on_beat"] for w in windows])),
+               "real_usable": _mean(np.array(real_usable, dtype=float)),
+               "real_repetition_half": _mean(np.array([w["repetition_half"] for w in windows]))}
+        for start in ("model", "random"):
+            req = GenerateRequest(num=sizes.files, bars=sizes.bars, style={style: 1.0}, seed=sizes.seed,
+                                  max_copy=None, name=style, start=start)
+            clips = generate_batch(bundle, req)
+            write_clips(clips, out / f"timing_{start}" / style)
+            verdict = judge(clips, req, bundle, reference)
+            files = verdict["files"]
+            on_beats = np.array([f["on_beat"] for f in files.values()])
+            row[start] = {"on_beat": _mean(on_beats), "usable": _mean(np.array([f["usable"] for f in files.values()],
+                                                                                  dtype=float)),
+                          "below_p5": int((on_beats < p5).sum()),
+                          "off_grid": int(sum(f["on_grid"] < 0.95 for f in files.values())),
+                          "repetition_half": _mean(np.array([f["repetition_half"] or 0.0 for f in files.values()])),
+                          "worst": verdict["worst"], "files": len(files)}
+        model = row["model"]
+        row["usable_ratio"] = model["usable"] / row["real_usable"] if row["real_usable"] else None
+        row["met_usable"] = None if row["usable_ratio"] is None else bool(row["usable_ratio"] >= GOAL_USABLE)
+        row["on_beat_gap"] = model["on_beat"] / row["real_on_beat"] - 1 if row["real_on_beat"] else None
+        row["met_on_beat"] = None if row["on_beat_gap"] is None else bool(abs(row["on_beat_gap"]) <= GOAL_ON_BEAT)
+        rows[style] = row
+    return rows
+
+
+def _windows(path: Path, bars: int, window_metrics) -> list[dict]:  # noqa: ANN001
+    from midigen.errors import MidiReadError
+
+    try:
+        return window_metrics(path, bars)
+    except MidiReadError:
+        return []
 
 
 # --- 3. blends -------------------------------------------------------------------------------
@@ -458,6 +526,8 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
     t = phase("real_accuracy", t)
     generated = generated_accuracy(bundle, classifier, styles, real, clips, sizes)
     t = phase("generated", t)
+    in_time = timing(bundle, styles, root, table, clips, sizes)
+    t = phase("timing", t)
     blends = blend_curves(bundle, classifier, blend_pairs(styles, all_pairs), clips, sizes)
     t = phase("blends", t)
     nll = heldout_nll(bundle, corpus, styles)
@@ -474,7 +544,8 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
         "files": corpus_counts(root, corpus, bundle.styles), "sizes": asdict(sizes), "all_pairs": all_pairs,
         "styles": styles, "styles_not_measured": [s for s in bundle.styles if s not in styles],
         "classifier": {"source": source, "styles": classifier.styles, "info": classifier.info},
-        "goals": {"ratio": GOAL_RATIO, "rho": GOAL_RHO}, "blend_weights": list(BLEND_WEIGHTS),
+        "goals": {"ratio": GOAL_RATIO, "rho": GOAL_RHO, "usable": GOAL_USABLE, "on_beat": GOAL_ON_BEAT},
+        "blend_weights": list(BLEND_WEIGHTS), "timing": in_time,
         "ngram_order": NGRAM_ORDER, "nll_chunk": NLL_CHUNK, "real_accuracy": real, "generated": generated,
         "blends": blends, "nll": nll,
         "interpolation": moves, "machine": machine(), "timings": timings,

@@ -76,6 +76,7 @@ def window_metrics(path: str | Path, window_bars: int = WINDOW_BARS) -> list[dic
 
 def _window_row(on, off, pitch, tpb: float, length: float, bars: np.ndarray) -> dict:
     return {
+        "n_notes": int(on.size),
         "on_beat": on_beat(on, tpb, bars),
         "on_grid": on_grid(np.concatenate([on, off]), tpb),
         "stuck_ratio": stuck_ratio(on, pitch, tpb),
@@ -98,11 +99,12 @@ def window_stats(rows: list[dict]) -> dict:
     return {"windows": len(rows), "metrics": stats}
 
 
-def real_reference(root: str | Path, window_bars: int = WINDOW_BARS) -> dict:
+def real_reference(root: str | Path, window_bars: int = WINDOW_BARS, files: list[str] | None = None) -> dict:
     """What real music scores, per `window_bars`-bar window, over a folder of MIDI files.
 
     `root` is laid out like a corpus, <root>/<style>/**/*.mid (files of any length; files
-    directly under root belong to no style). Returns {"window_bars", "seconds" (wall time),
+    directly under root belong to no style); `files` (paths relative to root) limits it to
+    those, e.g. a training split. Returns {"window_bars", "seconds" (wall time),
     "all": stats of every window, "styles": {style: stats}, "skipped": {relative path:
     reason}}, where stats is `window_stats` plus "files" (files that gave a window). A file
     shorter than a window is skipped with that reason, as is any file `window_metrics`
@@ -112,10 +114,11 @@ def real_reference(root: str | Path, window_bars: int = WINDOW_BARS) -> dict:
     """
     started = time.perf_counter()
     root = Path(root).expanduser()
+    paths = midi_files(root) if files is None else [root / f for f in files]
     by_style: dict[str, list[dict]] = {}
-    files: dict[str, int] = {}
+    counts: dict[str, int] = {}
     everything, skipped = [], {}
-    for file in midi_files(root):
+    for file in paths:
         name = file.relative_to(root).as_posix() if root.is_dir() else file.name
         try:
             rows = window_metrics(file, window_bars)
@@ -129,8 +132,8 @@ def real_reference(root: str | Path, window_bars: int = WINDOW_BARS) -> dict:
         everything.append(rows)
         if style is not None:
             by_style.setdefault(style, []).extend(rows)
-            files[style] = files.get(style, 0) + 1
-    styles = {style: {"files": files[style], **window_stats(rows)} for style, rows in sorted(by_style.items())}
+            counts[style] = counts.get(style, 0) + 1
+    styles = {style: {"files": counts[style], **window_stats(rows)} for style, rows in sorted(by_style.items())}
     pooled = {"files": len(everything), **window_stats([row for rows in everything for row in rows])}
     return {"window_bars": window_bars, "seconds": time.perf_counter() - started, "all": pooled,
             "styles": styles, "skipped": skipped}

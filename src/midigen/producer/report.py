@@ -19,15 +19,19 @@ SUMMARY_KEYS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "pitch_range", 
                 "repetition_half")
 
 
-def judge(results: list[dict], req, bundle) -> dict:  # noqa: ANN001
-    """{"files": {name: metrics + "usable", "reasons", "against"}, "mean": {...}, "worst", "unusable", "basis"}."""
+def judge(results: list[dict], req, bundle, reference: dict | None = None) -> dict:  # noqa: ANN001
+    """{"files": {name: metrics + "usable", "reasons", "against"}, "mean": {...}, "worst", "unusable", "basis"}.
+
+    `reference`: real excerpts' figures (`evaluation.reference.real_reference`), default the bundle's own."""
     from midigen.data.midi_io import TICKS_PER_BEAT
     from midigen.evaluation.metrics import note_metrics
     from midigen.evaluation.reference import judge_files
 
     rows = {r["name"]: note_metrics(*r["notes"], TICKS_PER_BEAT, end_tick=r.get("end_tick")) for r in results}
     style = _main_style(req.style, bundle)
-    verdicts = judge_files(rows, bundle.reference if bundle is not None else None, folder_style=style)
+    if reference is None and bundle is not None:
+        reference = bundle.reference
+    verdicts = judge_files(rows, reference, folder_style=style)
     for r in results:
         row = rows[r["name"]]
         row.update(verdicts["files"][r["name"]], copy=r.get("copy"), weight=r.get("weight"))
