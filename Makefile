@@ -62,7 +62,17 @@ ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store
 		--default-artifact-root "$$($(PY) -c 'from midigen.tracking import artifact_root; print(artifact_root())')" \
 		--host 127.0.0.1 --port $${PORT:-5000}
 
+# MLflow's scoring server starts `uvicorn` by name in a shell, so it must find the venv's on PATH:
+# without it, `.venv/bin/mlflow models serve` fails (uvicorn: command not found) or runs another
+# Python's uvicorn. MLFLOW_TRACKING_URI is the project's store unless already set.
+MODEL ?= models:/midigen@champion
+
+serve: $(STAMP) ## serve MODEL (default models:/midigen@champion) with MLflow's scoring server on 127.0.0.1:PORT (default 5001)
+	PATH="$(abspath $(VENV))/bin:$$PATH" \
+	MLFLOW_TRACKING_URI="$$($(PY) -c 'from midigen.tracking import tracking_uri; print(tracking_uri())')" \
+		$(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local --host 127.0.0.1 --port $${PORT:-5001}
+
 clean: ## remove caches and run outputs (keeps data/corpus and mlflow.db)
 	rm -rf outputs multirun .pytest_cache data/cache
 
-.PHONY: help install kernels data train test test-slow test-browser generate bench study study-styles ui clean
+.PHONY: help install kernels data train test test-slow test-browser generate bench study study-styles ui serve clean

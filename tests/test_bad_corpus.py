@@ -11,6 +11,7 @@ neither crash nor take long.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import struct
@@ -197,8 +198,9 @@ def test_smoke_training_on_a_bad_corpus_completes_and_logs_the_skip_report(tmp_p
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])[0]
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["data/skipped"] == len(bad)
-    assert run.data.metrics["data/files"] == 16 + len(kept)
+    profile = json.loads(run.inputs.dataset_inputs[0].dataset.profile)  # the run's dataset
+    assert profile["skipped"] == len(bad)
+    assert profile["files"] == 16 + len(kept)
     logged = Path(client.download_artifacts(run.info.run_id, "skipped.csv", str(tmp_path / "dl")))
     assert _reasons(logged) == reasons
 

@@ -1,4 +1,4 @@
-"""Where runs and models are tracked: MLflow URIs, store creation, model logging and registry.
+"""Where runs and models are tracked: MLflow URIs, store and experiment creation, datasets.
 
 Default store: SQLite at `<repo>/mlflow.db` with artifacts under `<repo>/mlartifacts`,
 derived from the repo root, never the working directory. `MLFLOW_TRACKING_URI`
@@ -8,6 +8,7 @@ producer path reaches here only for registry URIs.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -66,17 +67,40 @@ def ensure_store(uri: str) -> None:
     MlflowClient(uri).search_experiments(max_results=1)
 
 
+# MLflow 3's UI opens an experiment on its GenAI pages unless the experiment says what it is;
+# with this tag it opens on the runs table (the value is one the UI knows).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(name: str, uri: str) -> str:
-    """The id of experiment `name`, created with artifacts beside a local SQLite store's database."""
+    """The id of experiment `name`, created with artifacts beside a local SQLite store's database
+    and tagged as model training (EXPERIMENT_KIND; an existing experiment without the tag gets it)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(uri)
+    key, kind = EXPERIMENT_KIND
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = f"{artifact_root(uri)}/{name}" if is_local_sqlite(uri) else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # a parallel sweep job created it first
-        return client.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        location = f"{artifact_root(uri)}/{name}" if is_local_sqlite(uri) else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={key: kind})
+        except MlflowException:  # a parallel sweep job created it first
+            exp = client.get_experiment_by_name(name)
+    if key not in exp.tags:  # a kind someone chose in the UI stays
+        client.set_experiment_tag(exp.experiment_id, key, kind)
+    return exp.experiment_id
+
+
+def log_dataset(client, run_id: str, name: str, digest: str, source: str | Path, profile: dict,  # noqa: ANN001
+                context: str = "training") -> None:
+    """Log a dataset as an input of run `run_id`: what the run page and the runs table show as
+    its dataset (`name`, `digest`, `context`), with where it lives (`source`, a local folder)
+    and its `profile` (JSON: the counts that describe it). An experiment stores each
+    (name, digest) once, so the digest must change whenever the profile would."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = Dataset(name=name, digest=digest, source_type="local",
+                      source=json.dumps({"uri": Path(source).resolve().as_uri()}), profile=json.dumps(profile))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])

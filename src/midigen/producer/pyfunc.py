@@ -90,6 +90,8 @@ def primer_file(request: dict):  # noqa: ANN201 - yields the request with `prime
     from midigen.producer.request import RequestError
 
     primer = request.get("primer")
+    if primer in ("", "None"):  # a JSON null reaches a served model's text input as "None"
+        request, primer = {k: v for k, v in request.items() if k != "primer"}, None
     serving = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"  # set by MLflow's server
     if isinstance(primer, str) and primer.lstrip().startswith(MIDI_BASE64):
         try:

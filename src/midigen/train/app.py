@@ -15,13 +15,12 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from midigen.errors import MidigenError, first_line
-from midigen.train.config import CONF_DIR, hydra_error_line
+from midigen.train.config import CONF_DIR, hydra_error_line, swept_keys, varied_overrides
 from midigen.train.run import train
 
 log = logging.getLogger(__name__)
@@ -90,17 +89,9 @@ def run_cli(argv: list[str]) -> int:
     if USER_ERROR:
         raise USER_ERROR[0]
     if FAILED_JOBS:
-        swept = _swept_keys(argv)
+        swept = swept_keys(argv)  # failed jobs are named briefly, by what they vary
         for num, overrides, error in FAILED_JOBS:
-            varied = [o for o in overrides.split() if o.split("=", 1)[0].lstrip("+~") in swept] or [overrides]
+            varied = varied_overrides(overrides.split(), swept) or [overrides]
             print(f"midigen: error: sweep job {num} ({' '.join(varied)}) failed: {error}", file=sys.stderr)
         return 1
     return 0
-
-def _swept_keys(argv: list[str]) -> set[str]:
-    """The keys a command line sweeps over (`optim.lr=1e-3,3e-3`), to name failed jobs briefly."""
-    try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
-    except Exception:
-        return set()
-    return {o.key_or_group for o in parsed if o.is_sweep_override()}

@@ -3,8 +3,8 @@
 Shared helpers below the apps (`midigen.train.app`, the seed's note regression): refuse a
 wrong-typed override and a number no run can use (`optim.lr=0`) in one line before the
 MLflow run exists, turn a config value that breaks building an object into one line, turn
-Hydra's composition errors into one line, flatten a config for MLflow params, and the git
-commit a run records.
+Hydra's composition errors into one line, flatten a config for MLflow params, the git
+commit a run records, and a sweep job's run name (what differs between the sweep's jobs).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import subprocess
 from contextlib import contextmanager
+from pathlib import Path
 
 import typing
 
@@ -50,6 +51,31 @@ def flatten(cfg: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+def swept_keys(overrides: list[str]) -> set[str]:
+    """The keys a command line sweeps over (`optim.lr=1e-3,3e-3`, `model=lstm,gru`); none where it does not parse."""
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except Exception:
+        return set()
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+def varied_overrides(job_overrides: list[str], swept: set[str]) -> list[str]:
+    """The overrides of a sweep job that set a swept key, in the job's order."""
+    return [o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+
+def sweep_run_name(prefix: str, hydra_cfg) -> str:  # noqa: ANN001 - Hydra's HydraConfig of a sweep job
+    """A sweep job's MLflow run name, `<prefix> #<job> <what this job sets that its siblings set
+    differently>` (`smoke #1 model.hidden_size=32`): the overrides of the keys the command line
+    sweeps (from the sweep's multirun.yaml, which Hydra's sweeper writes before the first job)
+    or a sweeper searches (`hydra.sweeper.params`: Optuna's search space), not the settings
+    every job shares."""
+    swept = set((OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}).keys())
+    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if saved.exists():
+        swept |= swept_keys(list(OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or []))
+    varied = varied_overrides(list(hydra_cfg.overrides.task), swept)
+    return " ".join([f"{prefix} #{hydra_cfg.job.num}", *varied])[:250]
 
 @contextmanager
 def config_errors(section: str):

@@ -14,17 +14,23 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import fields
 from pathlib import Path
+from types import UnionType
+from typing import Union, get_args, get_origin, get_type_hints
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from midigen.data.events import EventParams
 from midigen.data.tokenizer import OoreTokenizer
 from midigen.evaluation.originality import OriginalityIndex
 from midigen.evaluation.style import fit_from_corpus, held_out_accuracy
 from midigen.producer.bundle import CARD, INDEX, STYLE_CLASSIFIER, save_bundle
+from midigen.producer.request import GenerateRequest
 from midigen.train.config import git_commit
 
 log = logging.getLogger(__name__)
@@ -69,7 +75,7 @@ def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, 
     meta = {"run_id": run_id, "commit": git_commit(), "experiment": container["logger"]["experiment_name"],
             "model": module.net.config.to_dict(),
             "data": corpus.summary(), "metrics": {k: v for k, v in results.items() if isinstance(v, float)},
-            "samples": sampling.history[-1] if sampling.history else sampling.last_on_disk()}
+            "samples": last_samples(sampling)}
     save_bundle(bundle_dir, module.net, run_dir / "tokenizer" / "tokenizer.json", meta)
     if index_path.exists():
         shutil.copyfile(index_path, bundle_dir / INDEX)
@@ -77,6 +83,24 @@ def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, 
         shutil.copyfile(classifier_path, bundle_dir / STYLE_CLASSIFIER)
     (bundle_dir / CARD).write_text(model_card(meta, container))
     return bundle_dir
+
+
+def last_samples(sampling) -> dict:  # noqa: ANN001 - the run's SamplingCallback
+    """The mean metrics of the run's last samples ({} where it wrote none): `usable` is the
+    share of files usable as they are."""
+    return sampling.history[-1] if sampling.history else sampling.last_on_disk()
+
+
+def version_tags(styles: list[str], results: dict, samples: dict) -> dict:
+    """Registry tags a team filters versions by, beside the score's (val_nll, tokenizer, val
+    files and tokens): the styles it knows ("none": unconditioned), held-out NLL per note
+    (comparable across tokenizers) and the usable share of the last samples."""
+    tags = {"styles": ",".join(styles) or "none"}
+    if results.get("val/nll_per_note") is not None:
+        tags["val_nll_per_note"] = f"{results['val/nll_per_note']:.4f}"
+    if samples.get("usable") is not None:
+        tags["samples_usable"] = f"{samples['usable']:.3f}"
+    return tags
 
 
 def model_card(meta: dict, container: dict) -> str:
@@ -127,17 +151,58 @@ def describe(client, name: str, version: str, card: str, styles: list[str], prod
         client.update_registered_model(name, description=head + card + usage)
 
 
+# What a request's field takes as an inference param: its one Python type; anything else (a style's
+# weights, a note range, "auto"-or-a-number) is the text the command line takes ("chorale=0.6,fiddle=0.4").
+PARAM_TYPES = {int: "long", float: "double", str: "string", bool: "boolean"}
+
+
+def request_params() -> list[tuple[str, str, object]]:
+    """(name, MLflow type, default) of every request field a caller may set, from
+    `GenerateRequest`'s fields (the one owner of the defaults) in their order; the primer,
+    a clip rather than a setting, is the model's input instead."""
+    hints = get_type_hints(GenerateRequest)
+    out = []
+    for f in fields(GenerateRequest):
+        if f.metadata.get("internal") or not f.metadata.get("cli", True) or f.name == "primer":
+            continue
+        kinds = [t for t in (get_args(hints[f.name]) if get_origin(hints[f.name]) in (Union, UnionType)
+                             else (hints[f.name],)) if t is not type(None)]
+        kind = PARAM_TYPES.get(kinds[0], "string") if len(kinds) == 1 else "string"
+        default = f.default if f.default is None or kind != "string" else str(f.default)
+        out.append((f.name, kind, default))
+    return out
+
+
+def signature() -> ModelSignature:
+    """The pyfunc's signature, what `mlflow models serve` checks a request against and the
+    registry shows: input `primer` (optional: a MIDI clip to continue, as base64 text), every
+    other request field an inference param with its type and default (`request_params`), and
+    output one row per file, its `name` and `midi` (bytes; base64 in a served response)."""
+    return ModelSignature(inputs=Schema([ColSpec("string", "primer", required=False)]),
+                          outputs=Schema([ColSpec("string", "name"), ColSpec("binary", "midi")]),
+                          params=ParamSchema([ParamSpec(name, kind, default) for name, kind, default in request_params()]))
+
+
+def input_example(styles: list[str]) -> tuple[dict, dict]:
+    """A small request to copy: two 4-bar clips with a fixed seed, in the model's first style."""
+    params = {"num": 2, "bars": 4, "seed": 7, **({"style": styles[0]} if styles else {})}
+    return {"primer": None}, params
+
+
 def log_model(run_id: str, bundle_dir: Path, uri: str, registry_name: str | None,
-              alias: str | None = None, promote: str = "always", score: dict | None = None) -> dict:
+              alias: str | None = None, promote: str = "always", score: dict | None = None,
+              tags: dict | None = None) -> dict:
     """Log the bundle as an MLflow pyfunc model (models-from-code + our package as code_paths).
 
     The model loads anywhere with `mlflow.pyfunc.load_model(uri)`: no pickled objects,
     weights as safetensors. Registered under `registry_name` (a new version per run),
     with `alias` pointed at it when given: always, or with `promote="if_better"` only when
     `score` beats the alias's current holder (see `should_promote`). Returns {"model_uri",
-    "version", "promoted", "promotion"}.
+    "version", "promoted", "promotion"}. The version is tagged with its run id, `score` and `tags`
+    (`version_tags`).
     """
     mlflow.set_tracking_uri(uri)
+    styles = json.loads((bundle_dir / "config.json").read_text())["model"].get("styles") or []
     package_dir = PACKAGE_DIR
     model_code = package_dir / "producer" / "pyfunc.py"
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,6 +216,8 @@ def log_model(run_id: str, bundle_dir: Path, uri: str, registry_name: str | None
                 artifacts={"bundle": str(bundle_dir)},
                 code_paths=[str(code_copy)],
                 pip_requirements=_requirements(),
+                signature=signature(),
+                input_example=input_example(styles),
             )
     result = {"model_uri": f"runs:/{run_id}/model", "version": None}
     if registry_name:
@@ -158,7 +225,7 @@ def log_model(run_id: str, bundle_dir: Path, uri: str, registry_name: str | None
         result["version"] = int(version.version)
         client = MlflowClient(uri)
         client.set_model_version_tag(registry_name, version.version, "run_id", run_id)
-        for key, value in (score or {}).items():
+        for key, value in {**(score or {}), **(tags or {})}.items():
             client.set_model_version_tag(registry_name, version.version, key, str(value))
         promoted = False
         if alias:
@@ -168,7 +235,6 @@ def log_model(run_id: str, bundle_dir: Path, uri: str, registry_name: str | None
             result.update(promoted=promoted, promotion=why)
         card_path = bundle_dir / CARD
         if card_path.exists():
-            styles = json.loads((bundle_dir / "config.json").read_text())["model"].get("styles") or []
             producer_ref = f"@{alias}" if alias and promoted else ("/latest" if not alias else None)
             val_nll = (score or {}).get("val_nll")
             describe(client, registry_name, version.version, card_path.read_text(), styles, producer_ref,
