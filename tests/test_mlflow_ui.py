@@ -3,10 +3,12 @@
 Two smoke runs of a sweep (model.hidden_size=16,32) are trained into a fresh SQLite store,
 `mlflow ui` serves it the way `make ui` does, and the browser checks that:
 
-(a) the experiment's runs table lists both runs with their model.hidden_size and val/nll,
-    once those columns are picked in the column selector (MLflow shows neither by default);
-(b) a run's page lists its metrics and parameters with the values in the store, and its
-    metric charts draw val/nll;
+(a) the experiment opens on its runs table (its `mlflow.experimentKind` tag: no GenAI pages
+    first), which lists both runs, named by the hidden size that tells them apart, with their
+    model.hidden_size and val/nll once those columns are picked in the column selector (MLflow
+    shows neither by default);
+(b) a run's page lists its metrics and parameters with the values in the store, and the corpus
+    it trained on as its dataset (name and digest), and its metric charts draw val/nll;
 (c) the run's artifact view shows a sample's piano roll under samples/epoch_XXX/, and the
     epoch's index.html (rendered by MLflow in a sandboxed iframe) holds a piano roll and a
     player per sample, and a player really plays when clicked;
@@ -45,8 +47,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser,
 SCREENSHOTS = TESTS / ".artifacts" / "mlflow_ui"
 HIDDEN_SIZES = ("16", "32")
 WAIT_MS = 60_000  # the SPA's first paint on a busy 2-core machine
-# MLflow 3's UI opens every experiment on its GenAI pages unless asked for the training view.
-TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def mlflow_ui(store_uri: str, artifact_root: Path, log_path: Path):
@@ -75,8 +75,9 @@ def sweep(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {r.data.params["model.hidden_size"]: r for r in client.search_runs([experiment_id])}
     assert sorted(runs) == sorted(HIDDEN_SIZES)
-    for run in runs.values():
+    for size, run in runs.items():
         assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"smoke #{run.data.tags['sweep_job']} model.hidden_size={size}"
         assert run.info.artifact_uri.startswith((artifact_root / "smoke").as_uri())
     epochs = sorted(a.path for a in client.list_artifacts(runs["32"].info.run_id, "samples") if a.is_dir)
     samples = [a.path for a in client.list_artifacts(runs["32"].info.run_id, epochs[-1])]
@@ -192,8 +193,8 @@ def test_a_team_member_sees_the_sweep_its_samples_and_the_model_card(sweep, brow
     run = runs["32"]
     run_id = run.info.run_id
     with mlflow_ui(sweep["uri"], sweep["artifact_root"], tmp_path / "mlflow-ui.log") as url:
-        # (a) the runs table: both runs, their hidden size and val/nll side by side
-        _open(page, f"{url}/#/experiments/{exp}?{TRAINING_VIEW}")
+        # (a) the experiment's first page is its runs table: both runs, their hidden size and val/nll
+        _open(page, f"{url}/#/experiments/{exp}")
         for r in runs.values():
             expect(page.locator(f"[role=row][row-id='{r.info.run_id}']").first).to_contain_text(r.info.run_name)
         expect(page.get_by_text("2 matching runs")).to_be_visible()
@@ -206,9 +207,13 @@ def test_a_team_member_sees_the_sweep_its_samples_and_the_model_card(sweep, brow
             assert float(_cell(row, "metrics.`val/nll`")) == pytest.approx(r.data.metrics["val/nll"], rel=1e-6)
         shots.take(page, "a_runs_table")
 
-        # (b) a run's page: its metrics and parameters, and the val/nll chart
-        _open(page, f"{url}/#/experiments/{exp}/runs/{run_id}?{TRAINING_VIEW}")
+        # (b) a run's page: its metrics and parameters, its dataset, and the val/nll chart
+        _open(page, f"{url}/#/experiments/{exp}/runs/{run_id}")
         expect(page.get_by_role("heading", name=run.info.run_name)).to_be_visible()
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+        assert dataset.name == CORPUS.name
+        expect(page.get_by_text(dataset.digest[:8]).first).to_be_visible()  # the digest shows nowhere else
+        expect(page.get_by_text(dataset.name, exact=True).first).to_be_visible()
         page.get_by_placeholder("Search metrics").fill("nll")
         for metric in ("val/nll", "test/nll"):
             metric_row = page.locator("[role=row]").filter(has=page.get_by_role("link", name=metric, exact=True))
@@ -225,7 +230,7 @@ def test_a_team_member_sees_the_sweep_its_samples_and_the_model_card(sweep, brow
 
         # (c) the artifact view: a piano roll, then the epoch's page with its players
         roll = next(p for p in sweep["samples"] if p.endswith(".png"))
-        _open(page, f"{url}/#/experiments/{exp}/runs/{run_id}/artifacts/{roll}?{TRAINING_VIEW}")
+        _open(page, f"{url}/#/experiments/{exp}/runs/{run_id}/artifacts/{roll}")
         image = page.locator(f"img[alt='{roll}']")
         expect(image).to_be_visible()
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
@@ -256,7 +261,7 @@ def test_a_team_member_sees_the_sweep_its_samples_and_the_model_card(sweep, brow
         order = list(HIDDEN_SIZES)
         ids = urllib.parse.quote(json.dumps([runs[size].info.run_id for size in order]))
         experiments = urllib.parse.quote(json.dumps([exp]))
-        _open(page, f"{url}/#/compare-runs?runs={ids}&experiments={experiments}&{TRAINING_VIEW}")
+        _open(page, f"{url}/#/compare-runs?runs={ids}&experiments={experiments}")
         expect(page.get_by_text("Comparing 2 Runs from 1 Experiment")).to_be_visible()
         for size in order:
             expect(page.get_by_role("link", name=runs[size].info.run_id).first).to_be_visible()

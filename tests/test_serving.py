@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -164,6 +165,9 @@ BAD_REQUESTS = [  # (params, inputs, a word the refusal must name)
 
 def test_served_requests_generate_continue_and_refuse(champion, tmp_path, monkeypatch):
     monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")  # as `mlflow models serve` sets it
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a sent primer is written for the request
     model = champion["model"]
     status, body = invoke(model, {"inputs": {}, "params": {"num": 2, "bars": 2, "seed": 3, "style": "fiddle"}})
     assert status == 200, body
@@ -182,7 +186,7 @@ def test_served_requests_generate_continue_and_refuse(champion, tmp_path, monkey
     for params, inputs, word in BAD_REQUESTS:
         status, body = invoke(model, {"inputs": inputs, "params": params})
         assert 400 <= status < 500 and word in body["message"], (params, inputs, status, body)
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("midigen-primer-*"))  # temporary primers removed
+    assert not list(scratch.iterdir())  # each sent primer's temporary file is gone with its request
 
 
 # --- `mlflow models serve`, for real ------------------------------------------------------------
