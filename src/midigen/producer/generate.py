@@ -28,10 +28,15 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
     """Sample `req.num` clips. Returns [{"name", "midi" (bytes), "ids", "notes" (on, off, pitch in
     ticks), "copy" (or None), "end_tick", "cut_at_bar" (None unless the event budget ran out)}].
 
-    Same bundle + request (seed included) = byte-identical files."""
+    Same bundle + request (seed included) = byte-identical files. A request with a form (AA',
+    AABA) is built section by section in `form.py`, whose "ids" are the finished clip's tokens."""
     from midigen.data.midi_io import ids_to_ticks
     from midigen.producer.sampling import sample
 
+    if req.form is not None:
+        from midigen.producer.form import generate_formed
+
+        return generate_formed(bundle, req)
     opts, end_tick = sampling_options(bundle, req)
     index, bound = _originality_guard(bundle, req.max_copy)
     sequences = sample(bundle.model, bundle.params, opts)

@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 
 from midigen.errors import MidigenError
+from midigen.producer.form import MAX_SECTIONS, form_text, parse_form
 from midigen.producer.theory import SCALES, parse_key
 
 # What one request may ask for: about 0.5 GB of sampler state at the most, minutes not hours.
@@ -61,6 +62,10 @@ class GenerateRequest:
     num: int = _opt(8, f"files to write (1-{MAX_NUM})")
     bars: int | None = _opt(8, f"length in 4/4 bars, exact (1-{MAX_BARS}; default 8)")
     events: int | None = _opt(None, f"length in events instead of bars, a cap (1-{MAX_EVENTS})")
+    form: str | None = _opt(None, "shape the clip from sections of equal length, --bars split among them "
+                                  "(a multiple of their number): a new letter continues the music, a letter "
+                                  "again repeats its section note for note, A' repeats A with a new top line; "
+                                  f"e.g. AA', AB, AABA, ABAC (at most {MAX_SECTIONS} sections)")
     bpm: float = _opt(120.0, "tempo written to the file (20-400)")
     temperature: float = _opt(1.0, "sharpness of the draw: < 1 safer, > 1 wilder (1 = as trained)")
     top_k: int = _opt(0, "sample from the k likeliest events (0 = off)")
@@ -221,6 +226,14 @@ def parse_note_beats(name: str, value: object) -> float | None:
     return None if beats == 0 else beats  # 0: off, as documented
 
 
+def parse_form_field(name: str, value: object) -> str:
+    """"aa'" -> "AA'": the form's sections written back (`form.parse_form` owns the grammar)."""
+    try:
+        return form_text(parse_form(_text(name, value)))
+    except ValueError as exc:
+        raise RequestError(name, value, str(exc)) from None
+
+
 def _towards(name: str, value: object) -> dict:
     if not isinstance(value, dict):
         raise RequestError(name, value, "use {context, style, weight, mix}")
@@ -232,7 +245,7 @@ PARSERS = {
     **{n: _number for n in ("bpm", "temperature", "top_p", "repetition_penalty")},
     **{n: _text for n in ("key", "scale", "primer", "name", "start", "kernels", "context")},
     "style": parse_style, "note_range": parse_range, "max_copy": parse_max_copy,
-    "max_note_beats": parse_note_beats, "towards": _towards,
+    "max_note_beats": parse_note_beats, "towards": _towards, "form": parse_form_field,
 }
 
 
@@ -290,6 +303,8 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
         _within(req, "max_copy", 0, 1, "use a share between 0 and 1 (e.g. 0.3), 'auto' or 'off'", optional=True)
     _check_name(req.name)
     parse_key(req.key, req.scale)  # a bad key or scale fails here, before any model loads
+    if req.form is not None:
+        _check_form(req)
     if req.primer and req.context:
         raise RequestError("primer", req.primer, "--primer and a context exclude each other: a primer is kept "
                                                  "in the clip, a context is not")
@@ -297,6 +312,19 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
         weight = req.towards.get("weight", 0.5)
         if not (isinstance(weight, numbers.Real) and 0.0 <= weight <= 1.0):
             raise RequestError("towards", weight, "the blend weight is a number between 0 and 1")
+
+
+def _check_form(req: GenerateRequest) -> None:
+    """A form's grammar, and --bars split evenly among its sections, at least a bar each."""
+    req.form = parse_form_field("form", req.form)
+    n = len(parse_form(req.form))
+    if req.bars is None:
+        raise RequestError("form", req.form, "a form is made of bars: give its length with --bars, not --events")
+    if req.bars % n:
+        low = max(n, req.bars // n * n)
+        near = low if req.bars - low <= n // 2 or low + n > MAX_BARS else low + n
+        raise RequestError("bars", req.bars, f"--form {req.form} has {n} sections of equal length, at least a bar "
+                                             f"each: use a multiple of {n}, e.g. --bars {near}")
 
 
 def _check_name(name: object) -> None:
@@ -320,7 +348,7 @@ def file_stem(name: str) -> str:
 # The fields every clip-writing command offers (generate, interpolate); generate adds these:
 CLIP_FIELDS = ("bpm", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices",
                "repetition_penalty", "max_note_beats", "velocity", "name", "max_copy", "kernels")
-GENERATE_FIELDS = ("num", "bars", "events", "style", "primer", "start")
+GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "primer", "start")
 
 
 def add_request_arguments(parser, names: tuple[str, ...], defaults: dict | None = None) -> None:  # noqa: ANN001
