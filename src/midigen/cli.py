@@ -127,6 +127,12 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     return interpolate_command(args)
 
 
+def _cmd_studio(args: argparse.Namespace) -> int:
+    from midigen.producer.studio import studio_command
+
+    return studio_command(args)
+
+
 def _cmd_models_pull(args: argparse.Namespace) -> int:
     from midigen.producer.registry import pull_model
 
@@ -232,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     inter = sub.add_parser("interpolate", help="clips that move from one MIDI clip to another")
     add_interpolate_arguments(inter)
     inter.set_defaults(func=_cmd_interpolate)
+
+    from midigen.producer.studio import add_studio_arguments
+
+    studio = sub.add_parser("studio", help="a page on 127.0.0.1 to generate, listen, continue, interpolate and keep ideas")
+    add_studio_arguments(studio)
+    studio.set_defaults(func=_cmd_studio)
 
     models = sub.add_parser("models", help="registered models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
