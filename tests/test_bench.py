@@ -94,6 +94,6 @@ def test_quick_bench_samples_the_same_workload_as_the_full_one():
 def test_bench_groups_are_a_registry_and_unknown_groups_are_refused(tmp_path):
     from midigen.errors import MidigenError
 
-    assert list(GROUPS) == ["tokenize", "training", "sampling", "generate", "memory", "audio"]
+    assert list(GROUPS) == ["tokenize", "training", "sampling", "generate", "memory", "audio", "studio"]
     with pytest.raises(MidigenError, match="no bench group nope"):
         run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"nope"}, log=lambda line: None)

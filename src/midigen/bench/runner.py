@@ -22,6 +22,8 @@ notes say how it was taken, and the table's header the machine's load average.
     memory_training_epoch_Nx      peak private memory of a training epoch, corpus repeated N times
     memory_generate_64            peak RSS of generating 64 files, against 1 GiB
     audio_render_seconds          8 ideas of 8 bars rendered to WAV by the built-in piano, against 2 s
+    studio_generate_seconds       the studio page's Generate click to 8 playable ideas (shipped model), against 3 s
+    studio_vs_cli                 the same click vs the CLI's generate_batch + writing + audio in one process
 
 Not for: correctness (tests/) or CI gates (timings on shared machines are noisy).
 """
@@ -43,6 +45,7 @@ from midigen.bench.core import FULL, QUICK, Row, Sizes, machine_info, pick_corpu
 from midigen.bench.memory import bench_memory
 from midigen.bench.producer import bench_generate, make_bundle
 from midigen.bench.sampling import bench_sampling
+from midigen.bench.studio import bench_studio
 from midigen.bench.tokenize import bench_tokenize
 from midigen.bench.training import bench_training
 from midigen.data.cache import list_corpus
@@ -76,6 +79,7 @@ GROUPS: dict[str, Callable[[Bench], list[Row]]] = {
     "generate": lambda b: bench_generate(b.bundle(), b.work, b.sizes),
     "memory": lambda b: bench_memory(b.corpus, b.work / "memory", b.bundle(), b.sizes),
     "audio": lambda b: bench_audio(b.bundle(), b.sizes),
+    "studio": lambda b: bench_studio(b.sizes),
 }
 
 
