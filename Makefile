@@ -39,7 +39,7 @@ test-slow: $(STAMP) ## run the slow tests (real training runs, servers, multi-pr
 # Debian's Chromium drives the browser test (a test tool's own browser download does not work here).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-test-browser: $(STAMP) ## install headless Chromium + Playwright, check the MLflow UI in a real browser
+test-browser: $(STAMP) ## install headless Chromium + Playwright, check the MLflow UI and the studio page in a real browser
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 	$(PIP) install -q -e '.[browser]'
@@ -47,6 +47,9 @@ test-browser: $(STAMP) ## install headless Chromium + Playwright, check the MLfl
 
 generate: $(STAMP) kernels ## generate 8 MIDI ideas from the champion model (or the shipped pretrained one) into ideas/
 	$(VENV)/bin/midigen generate --num 8 --bars 8 --out ideas --force $(ARGS)
+
+studio: $(STAMP) kernels ## open the studio page on 127.0.0.1:PORT (default 5002): generate, listen, continue, keep (ARGS=--model ...)
+	$(VENV)/bin/midigen studio --port $${PORT:-5002} $(ARGS)
 
 bench: $(STAMP) kernels ## run the side-by-side benchmarks (midigen bench)
 	$(VENV)/bin/midigen bench --json bench/bench.json $(ARGS)
@@ -75,4 +78,4 @@ serve: $(STAMP) ## serve MODEL (default models:/midigen@champion) with MLflow's 
 clean: ## remove caches and run outputs (keeps data/corpus and mlflow.db)
 	rm -rf outputs multirun .pytest_cache data/cache
 
-.PHONY: help install kernels data train test test-slow test-browser generate bench study study-styles ui serve clean
+.PHONY: help install kernels data train test test-slow test-browser generate studio bench study study-styles ui serve clean
