@@ -32,4 +32,6 @@ def test_failing_jobs_do_not_stop_the_sweep_and_their_runs_say_why(tmp_path):
     assert runs["0"].data.tags["error"] == "ValueError: Invalid learning rate: -1"
     assert runs["2"].info.status == "FINISHED" and "error" not in runs["2"].data.tags
     assert runs["0"].data.tags["sweep"] == runs["2"].data.tags["sweep"]
+    # named by what differs between the jobs, not by every override of the command line
+    assert runs["2"].info.run_name == "smoke #2 optim.lr=0.002"
     assert "val/nll" in runs["2"].data.metrics

@@ -90,6 +90,16 @@ def test_the_corpus_dataset_digest_follows_the_files_and_its_profile_adds_up(cor
     assert dataset()["digest"] != first["digest"]
 
 
+def test_the_seeds_note_corpus_is_a_dataset_too():
+    from midigen.train.note_regression import load_note_corpus
+    from midigen.train.run import corpus_dataset
+
+    profile = corpus_dataset(load_note_corpus(CORPUS), CORPUS)["profile"]
+    assert profile["tokenizer"] is None and profile["files"] == 16
+    assert set(profile["splits"]["train"]) == {"files", "notes"}  # notes, not tokens
+    assert sum(style["train"]["notes"] for style in profile["styles"].values()) == profile["splits"]["train"]["notes"]
+
+
 def test_a_training_run_logs_its_corpus_as_a_dataset_not_as_metrics(smoke_run):
     from mlflow import MlflowClient
 
