@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from midigen.data.cache import build_token_cache
-    from midigen.producer.bundle import CARD, INDEX, STYLE_CLASSIFIER, TOKENIZER, find_bundle_dir, load_bundle, save_bundle
+    from midigen.producer.bundle import (CARD, INDEX, REFERENCE, STYLE_CLASSIFIER, TOKENIZER, find_bundle_dir,
+                                         load_bundle, save_bundle)
 
     src = find_bundle_dir(Path(args.bundle))
     dest = Path(args.dest)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "pretrained"
         save_bundle(staged, full.model, src / TOKENIZER, {k: v for k, v in full.meta.items() if k != "model"}, half=True)
-        for name in (INDEX, STYLE_CLASSIFIER):
+        for name in (INDEX, STYLE_CLASSIFIER, REFERENCE):
             if (src / name).exists():
                 shutil.copyfile(src / name, staged / name)
         corpus = build_token_cache(args.corpus, full.params, ROOT / "data" / "cache")

@@ -57,7 +57,8 @@ class EpochWindows(pl.Callback):
 
 class SamplingCallback(pl.Callback):
     def __init__(self, out_dir: str | Path, every_n_epochs: int = 1, request: dict | None = None,
-                 index_path: str | Path | None = None, seed: int = 0, audio: bool = False,
+                 index_path: str | Path | None = None, reference_path: str | Path | None = None, seed: int = 0,
+                 audio: bool = False,
                  audio_sample_rate: int | None = None, audio_format: str = "wav"):
         """`request`: the fields of the producer's `GenerateRequest` that differ from its defaults
         (conf/callbacks/: num 4, bars 8), checked now; `seed` is the run's. `audio`: a recording
@@ -74,6 +75,7 @@ class SamplingCallback(pl.Callback):
         except RequestError as exc:
             raise MidigenError(f"callbacks.sampling.request.{exc.field}={exc.value!r}: {exc.reason}") from None
         self.index_path = Path(index_path) if index_path else None
+        self.reference_path = Path(reference_path) if reference_path else None  # real excerpts: the usable bound
         self.audio = audio
         self.audio_sample_rate = audio_sample_rate
         if audio:
@@ -104,7 +106,9 @@ class SamplingCallback(pl.Callback):
         finally:
             pl_module.train(was_training)
         index = self._index()
-        verdict = judge(results, self.request, bundle)  # each file: its metrics and whether it is usable
+        reference = (json.loads(self.reference_path.read_text())
+                     if self.reference_path is not None and self.reference_path.exists() else None)
+        verdict = judge(results, self.request, bundle, reference)  # each file: its metrics and whether usable
         rows, reasons = {}, {}
         for r in results:
             on, off, pitch = r["notes"]

@@ -29,7 +29,7 @@ from midigen.data.events import EventParams
 from midigen.data.tokenizer import OoreTokenizer
 from midigen.evaluation.originality import OriginalityIndex
 from midigen.evaluation.style import fit_from_corpus, held_out_accuracy
-from midigen.producer.bundle import CARD, INDEX, STYLE_CLASSIFIER, save_bundle
+from midigen.producer.bundle import CARD, INDEX, REFERENCE, STYLE_CLASSIFIER, save_bundle
 from midigen.producer.request import GenerateRequest
 from midigen.train.config import git_commit
 
@@ -69,8 +69,22 @@ def fit_style_classifier(corpus, datamodule, options: dict | None, out_path: Pat
     return accuracy
 
 
+def build_reference(corpus, datamodule, out_path: Path) -> dict:  # noqa: ANN001
+    """What real 8-bar excerpts of each style score over the training split (`real_reference`),
+    saved with the model: the on-beat bound of a "usable" generated file, per style."""
+    from midigen.evaluation.reference import real_reference
+
+    reference = real_reference(Path(datamodule.root), files=[f["rel"] for f in corpus.split("train")])
+    out_path.write_text(json.dumps(reference, indent=1))
+    log.info("reference: %d training windows in %.1f s; on-beat p5 %s", reference["all"]["windows"],
+             reference["seconds"], ", ".join(f"{s} {r['metrics']['on_beat']['p5']:.2f}"
+                                              for s, r in reference["styles"].items() if r["metrics"]["on_beat"]))
+    return reference
+
+
 def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, run_id: str,  # noqa: ANN001
-                  sampling, index_path: Path, classifier_path: Path | None = None) -> Path:
+                  sampling, index_path: Path, classifier_path: Path | None = None,
+                  reference_path: Path | None = None) -> Path:
     bundle_dir = run_dir / "bundle"
     meta = {"run_id": run_id, "commit": git_commit(), "experiment": container["logger"]["experiment_name"],
             "model": module.net.config.to_dict(),
@@ -81,6 +95,8 @@ def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, 
         shutil.copyfile(index_path, bundle_dir / INDEX)
     if classifier_path is not None and classifier_path.exists():
         shutil.copyfile(classifier_path, bundle_dir / STYLE_CLASSIFIER)
+    if reference_path is not None and reference_path.exists():
+        shutil.copyfile(reference_path, bundle_dir / REFERENCE)
     (bundle_dir / CARD).write_text(model_card(meta, container))
     return bundle_dir
 

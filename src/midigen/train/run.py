@@ -242,10 +242,10 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
     """The event-token LSTM: resume, data, model, originality index, style classifier, callbacks;
     once tested, the bundle, its registered version and the per-note NLL."""
     ckpt_path, run_id = _resume(cfg)
-    index_path = run_dir / "originality.npz"
+    index_path, reference_path = run_dir / "originality.npz", run_dir / "reference.json"
     # The samples' request is checked now, not at the end of the first epoch.
-    sampling = SamplingCallback(run_dir / "samples", index_path=index_path, seed=cfg.seed,
-                                **OmegaConf.to_container(cfg.callbacks.sampling))
+    sampling = SamplingCallback(run_dir / "samples", index_path=index_path, reference_path=reference_path,
+                                seed=cfg.seed, **OmegaConf.to_container(cfg.callbacks.sampling))
     with config_errors("data"):
         datamodule = instantiate(cfg.data, _convert_="all")
     corpus = datamodule.load_corpus()  # bad data fails here, before any training
@@ -256,6 +256,7 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
                                  scheduler=container.get("scheduler") or None, styles=styles)
 
     registration.build_originality_index(corpus, datamodule, index_path)
+    registration.build_reference(corpus, datamodule, reference_path)
     classifier_path = run_dir / "style_classifier.json"
     classifier_accuracy = registration.fit_style_classifier(corpus, datamodule, container.get("style_classifier"),
                                                             classifier_path)
@@ -280,7 +281,7 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
             results[key] = value
             client.log_metric(run_id, key, value)
         bundle_dir = registration.write_bundle(module, run_dir, container, corpus, results, run_id, sampling,
-                                               index_path, classifier_path)
+                                               index_path, classifier_path, reference_path)
         if cfg.registry.name:
             summary = corpus.summary()
             score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
