@@ -65,8 +65,8 @@ HEADER = "X-Midigen-Studio"  # every POST carries it (see the module's docstring
 THREADS = 1
 
 # The page: the request's fields, but these are set another way (or not at all) there.
-NOT_ON_PAGE = {"style": "the style sliders", "primer": "a clip dropped or picked on the page",
-               "events": "the page asks for bars", "kernels": "the machine's business"}
+NOT_ON_PAGE = {"style": "the style sliders set it", "primer": "drop or pick a clip under Continue",
+               "events": "the page asks for bars", "kernels": "the machine's business, not the page's"}
 FIRST = ("num", "bars", "form", "bpm", "key", "scale", "voices", "temperature", "seed")  # shown first, in this order
 CHOICES = {"scale": ["", *SCALES], "start": list(STARTS), "kernels": list(KERNELS)}
 LABELS = {"num": "ideas"}
@@ -228,7 +228,7 @@ class Studio:
         for name in given:
             if name in NOT_ON_PAGE or name in ("context", "towards"):
                 raise StudioError(f"{name}: not set this way on the studio page"
-                                  + (f" (use {NOT_ON_PAGE[name]})" if name in NOT_ON_PAGE else ""))
+                                  + (f" ({NOT_ON_PAGE[name]})" if name in NOT_ON_PAGE else ""))
         values = {k: v for k, v in given.items() if not (v is None or (isinstance(v, str) and not v.strip()))}
         unknown = sorted(set(values) - allowed)
         if unknown:
