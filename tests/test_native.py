@@ -276,6 +276,45 @@ def test_native_and_python_agree_with_a_range_and_voices(start, voices):
     assert pitches.size and pitches.min() >= 50 and pitches.max() <= 76
 
 
+def position_model(styles: tuple[str, ...] = ()) -> tuple[EventLSTM, EventParams]:
+    """A model that reads bar positions (position="beat"), on beat tokens, with positions that matter."""
+    params = EventParams.beat()
+    torch.manual_seed(0)
+    model = EventLSTM(ModelConfig(vocab_size=params.vocab_size, hidden_size=24, num_layers=2, input="embedding",
+                                  embedding_dim=12, styles=list(styles), style_dim=4, position="beat", position_dim=3,
+                                  position_grid=params.grid, position_bar_beats=4)).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(10)
+        model.step_in_beat_embedding.weight.mul_(5)
+        model.beat_in_bar_embedding.weight.mul_(5)
+    return model, params
+
+
+@pytest.mark.parametrize("styles", [(), ("chorale", "fiddle")], ids=["plain", "styles"])
+def test_native_step_lstm_with_positions_equals_nn_lstm(styles):
+    model, params = position_model(styles)
+    ids = torch.randint(1, params.vocab_size, (3, 25), generator=torch.Generator().manual_seed(1))
+    positions = torch.randint(0, 4 * params.grid, (3, 25), generator=torch.Generator().manual_seed(2))
+    style = torch.tensor([0.3, 0.7]) if styles else None
+    with torch.no_grad():
+        reference, _ = model(ids, style.expand(3, -1) if styles else None, positions=positions)
+        stepper = StepLSTM(model, style, batch=3, precision="fp32", native=True)
+        stepped = torch.stack([stepper.step(ids[:, t].contiguous(), positions[:, t].contiguous()).clone()
+                               for t in range(ids.shape[1])], 1)
+    assert torch.allclose(stepped, reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("start", ["model", "random", "context"])
+def test_native_and_python_sample_the_same_ids_with_a_position_model(start):
+    model, params = position_model(("chorale", "fiddle"))
+    context = np.array([NOTE_ON_OFFSET + 60, TIME_SHIFT_OFFSET + 8, NOTE_OFF_OFFSET + 60, TIME_SHIFT_OFFSET + 20])
+    opts = dict(PRODUCER, max_events=150, max_steps=400, style=torch.tensor([0.6, 0.4]), precision="fp32", seed=8,
+                **(dict(context=context, context_start=7) if start == "context" else dict(start=start)))
+    python = sample(model, params, SamplingOptions(**opts, kernels="python"))
+    assert same_ids(sample(model, params, SamplingOptions(**opts, kernels="native")), python)
+    assert sum(len(ids) for ids in python) > 100
+
+
 # --- d) the prepared-weights cache -----------------------------------------------------------
 
 

@@ -21,12 +21,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+POSITIONS = ("none", "beat")  # what `ModelConfig.position` may be
+
+
 @dataclass
 class ModelConfig:
     """Hyper-parameters of `EventLSTM` (conf/model/*.yaml).
 
     input: "onehot" (the seed: each event a one-hot vector of vocab_size) or "embedding".
     styles: the style names the model knows, in label order; empty = unconditioned.
+    position: "none" (each input is the event alone, plus the style) or "beat": each input also
+        carries where the music stands in its bar once that event is read (the time at which the
+        next event happens), as two embeddings of `position_dim`: the step within the beat
+        (0..position_grid-1) and the beat within the bar (0..position_bar_beats-1; later beats
+        of a longer bar share the last). Positions come in as steps since the last bar line
+        (`midigen.data.events.bar_positions`), so they need the beat tokenizer, whose grid
+        `position_grid` must be. Time in the events is only relative shifts: without this, a
+        model must guess where the beat is, and in dense music loses it.
     """
 
     vocab_size: int = 382
@@ -37,11 +48,32 @@ class ModelConfig:
     embedding_dim: int = 256
     styles: list[str] = field(default_factory=list)
     style_dim: int = 16
+    position: str = "none"
+    position_dim: int = 8
+    position_grid: int = 12
+    position_bar_beats: int = 8
 
     def __post_init__(self) -> None:
         if self.input not in ("onehot", "embedding"):
             raise ValueError(f"model.input={self.input!r}: use 'onehot' or 'embedding'")
+        if self.position not in POSITIONS:
+            raise ValueError(f"model.position={self.position!r}: use one of {', '.join(POSITIONS)}")
+        for name in ("position_dim", "position_grid", "position_bar_beats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name}={value!r}: use a whole number, at least 1")
         self.styles = list(self.styles)
+
+    def tokenizer_mismatch(self, params) -> str | None:  # noqa: ANN001 - an EventParams (data is above this module)
+        """Why this model cannot read the tokens `params` describe, in words; None when it can."""
+        if self.position == "none":
+            return None
+        if params.mode != "beat":
+            return f"position={self.position!r} counts beats, and {params.mode}-mode tokens have none"
+        if params.grid != self.position_grid:
+            return (f"its positions count 1/{self.position_grid} beats and the tokenizer's steps are "
+                    f"1/{params.grid} beat")
+        return None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +102,11 @@ class EventLSTM(nn.Module):
         if self.num_styles:
             self.style_embedding = nn.Embedding(self.num_styles, config.style_dim)
             in_dim += config.style_dim
+        self.positioned = config.position == "beat"
+        if self.positioned:
+            self.step_in_beat_embedding = nn.Embedding(config.position_grid, config.position_dim)
+            self.beat_in_bar_embedding = nn.Embedding(config.position_bar_beats, config.position_dim)
+            in_dim += 2 * config.position_dim
         self.lstm = nn.LSTM(in_dim, H, num_layers=config.num_layers, batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.head = nn.Linear(H, V)
@@ -86,18 +123,38 @@ class EventLSTM(nn.Module):
         weights = style / style.sum(-1, keepdim=True)
         return weights @ self.style_embedding.weight  # (B, S) @ (S, D) -> (B, D)
 
-    def embed(self, ids: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+    def position_index(self, positions: torch.Tensor) -> torch.Tensor:
+        """Steps since the bar line -> a row of the (position_grid * position_bar_beats) position grid:
+        the same step of the same beat, with the beats past the last one folded onto it."""
+        G, M = self.config.position_grid, self.config.position_bar_beats
+        return torch.where(positions < G * M, positions, (M - 1) * G + positions % G)
+
+    def embed(self, ids: torch.Tensor, style: torch.Tensor | None,
+              positions: torch.Tensor | None = None) -> torch.Tensor:
         B, T = ids.shape
         x = F.embedding(ids, self.onehot) if self.config.input == "onehot" else self.embedding(ids)  # (B, T, E)
         sv = self.style_vector(style, B)
         if sv is not None:
             x = torch.cat([x, sv.unsqueeze(1).expand(B, T, sv.shape[-1])], dim=-1)  # (B, T, E + D)
+        if self.positioned:
+            if positions is None or positions.shape != ids.shape:
+                raise ValueError("a model with position='beat' reads each event with its position: pass positions "
+                                 "(B, T), the steps since the bar line after each event "
+                                 "(midigen.data.events.bar_positions)")
+            flat = self.position_index(positions)
+            G = self.config.position_grid
+            x = torch.cat([x, self.step_in_beat_embedding(flat % G), self.beat_in_bar_embedding(flat // G)],
+                          dim=-1)  # (B, T, E + D + 2P)
         return x
 
-    def forward(self, ids: torch.Tensor, style: torch.Tensor | None = None,
-                state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids (B, T) -> logits (B, T, V) and the LSTM state after the last step."""
-        out, state = self.lstm(self.embed(ids, style), state)  # (B, T, H)
+    def forward(self, ids: torch.Tensor, style: torch.Tensor | None = None, state: State | None = None,
+                positions: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> logits (B, T, V) and the LSTM state after the last step.
+
+        positions (B, T), int: with position="beat", the steps since the last bar line once each
+        event is read (ignored otherwise); a window cut from inside a file counts from the file's
+        bar lines, not from the window's start."""
+        out, state = self.lstm(self.embed(ids, style, positions), state)  # (B, T, H)
         return self.head(out), state  # (B, T, V)
 
 
@@ -202,10 +259,21 @@ class _StepWeights:
             # A one-hot row times W_ih is a column of W_ih; an embedding row times W_ih is a matmul.
             table = w0[:, :E].T if cfg.input == "onehot" else model.embedding.weight.float() @ w0[:, :E].T  # (V, 4H)
             styled = bool(model.num_styles)
-            # Without styles the first layer's bias is folded into the table; with them it goes into
-            # each sample()'s style-dependent row bias.
-            self.table = (table if styled else table + self.bias0).contiguous()  # (V, 4H)
-            self.style_t = w0[:, E:].T.contiguous() if styled else None  # (S', 4H)
+            D = cfg.style_dim if styled else 0
+            # Without styles or positions the first layer's bias is folded into the table; with them
+            # it goes into each sample()'s style-dependent row bias (and each step's position rows).
+            folded = not (styled or model.positioned)
+            self.table = (table + self.bias0 if folded else table).contiguous()  # (V, 4H)
+            self.style_t = w0[:, E:E + D].T.contiguous() if styled else None  # (S', 4H)
+            self.position_table = None
+            if model.positioned:
+                # A position's input is [step-in-beat | beat-in-bar] embeddings: its gates are one row per
+                # (beat, step) pair of the position grid, in `EventLSTM.position_index`'s order.
+                G, P = cfg.position_grid, cfg.position_dim
+                in_beat = model.step_in_beat_embedding.weight.float() @ w0[:, E + D:E + D + P].T  # (G, 4H)
+                in_bar = model.beat_in_bar_embedding.weight.float() @ w0[:, E + D + P:].T  # (M, 4H)
+                grid = torch.arange(G * cfg.position_bar_beats)
+                self.position_table = (in_beat[grid % G] + in_bar[grid // G]).contiguous()  # (G * M, 4H)
             # In bf16 the biases are added in fp32, after the matmul.
             self.hh0 = _Linear(rows(lstm.weight_hh_l0, scale_h), None, batch, wdt)  # H -> 4H
             self.upper, self.bias = [], []
@@ -236,6 +304,8 @@ class StepLSTM:
     the matmul weights and h in bfloat16 (gates, cell state and logits stay fp32). `step`
     returns a buffer that the next step overwrites. `native=True` runs each layer's cell
     (everything between two matmuls) as one call of the compiled `midigen::lstm_cell_`.
+    A position-aware model's position enters the first layer as one more row per step,
+    gathered from a precomputed (grid positions, 4H) table into the per-file row bias.
     """
 
     def __init__(self, model: EventLSTM, style: torch.Tensor | None, batch: int, precision: str = "fp32",
@@ -256,6 +326,11 @@ class StepLSTM:
             sv = model.style_vector(style.expand(batch, -1) if style is not None else None, batch)
         self.row_bias = None if sv is None else (w.bias0 + sv.float() @ w.style_t).contiguous()  # (B, 4H)
         B = batch
+        self.position_table = w.position_table  # (G * M, 4H) or None
+        if self.position_table is not None:
+            if self.row_bias is None:
+                self.row_bias = w.bias0.expand(B, -1).contiguous()  # (B, 4H)
+            self.row_bias_step = torch.empty(B, 4 * H)  # row_bias + this step's position rows
         # Layer i >= 1 reads [h_{i-1} | h_i] as one contiguous (B, 2H) input; each new h/2 is
         # computed into `h[i]` and copied to where the next layer and the next step read it.
         self.h = [torch.zeros(B, H, dtype=wdt) for _ in range(L)]  # h/2
@@ -286,14 +361,29 @@ class StepLSTM:
         if i + 1 < self.L:
             self.xh[i + 1][:, :self.H].copy_(h)  # the next layer's input now
 
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B,) int64 -> next-event logits (B, V), in a buffer the next call overwrites."""
+    def _row_bias(self, positions: torch.Tensor | None) -> torch.Tensor | None:
+        """This step's first-layer row bias (B, 4H): the style's, plus the position's rows."""
+        if self.position_table is None:
+            return self.row_bias
+        if positions is None:
+            raise ValueError("a model with position='beat' steps with positions: pass each file's steps since "
+                             "the bar line once this step's event is read")
+        torch.index_select(self.position_table, 0, positions, out=self.row_bias_step)
+        return self.row_bias_step.add_(self.row_bias)
+
+    def step(self, ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B,) int64 -> next-event logits (B, V), in a buffer the next call overwrites.
+
+        positions (B,) int64, for a position-aware model: each file's steps since the bar line once
+        `ids` is read, below position_grid * position_bar_beats (`EventLSTM.position_index` folds
+        longer bars into that range)."""
+        row_bias = self._row_bias(positions)
         if self.native:
-            return self._step_native(ids)
+            return self._step_native(ids, row_bias)
         gates = self.gates
         torch.index_select(self.table, 0, ids, out=gates)  # (B, 4H)
-        if self.row_bias is not None:
-            gates.add_(self.row_bias)
+        if row_bias is not None:
+            gates.add_(row_bias)
         gates.add_(self.hh0(self.h[0])).sigmoid_()
         self._cell(0)
         for i in range(1, self.L):
@@ -305,10 +395,10 @@ class StepLSTM:
             self._cell(i)
         return self._head()
 
-    def _step_native(self, ids: torch.Tensor) -> torch.Tensor:
+    def _step_native(self, ids: torch.Tensor, row_bias: torch.Tensor | None) -> torch.Tensor:
         cell, L = torch.ops.midigen.lstm_cell_, self.L
         ids = ids.contiguous()  # the kernel reads (B,) int64 contiguous; a no-op for sample()'s buffer
-        cell(self.hh0(self.h[0]), self.table, ids, self.row_bias, None, self.c[0], self.h[0],
+        cell(self.hh0(self.h[0]), self.table, ids, row_bias, None, self.c[0], self.h[0],
              None, self.xh[1] if L > 1 else None)
         for i in range(1, L):
             cell(self.upper[i - 1](self.xh[i]), None, None, None, self.bias[i - 1] if self.bf16 else None,

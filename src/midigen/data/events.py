@@ -240,6 +240,29 @@ def total_steps(ids, params: EventParams) -> int:
     return int((ids[mask] - TIME_SHIFT_OFFSET + 1).sum())
 
 
+def bar_positions(ids, params: EventParams, meter, start: int = 0) -> np.ndarray:
+    """Where each event leaves the music in its bar: steps since the last bar line at the time
+    after the event (when the next event happens), int64 (n,). A position-aware model reads it.
+
+    meter: the bar length in steps (one meter throughout, bar lines at 0, L, 2L, ...), or
+        [(step, bar_steps), ...]: each entry puts a bar line at `step`, with bars of `bar_steps`
+        after it until the next entry (a time signature map; a pickup is a short first bar).
+        Times before the first entry count back from it in its bars; of entries at one step, the
+        last counts.
+    start: the time before the first id, in steps (a window cut from inside a file: the file's
+        steps before it; a clip that opens on a bar line: 0).
+    """
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    shifts = np.where((ids >= TIME_SHIFT_OFFSET) & (ids < TIME_SHIFT_OFFSET + params.max_shift),
+                      ids - TIME_SHIFT_OFFSET + 1, 0)
+    time = int(start) + np.cumsum(shifts)
+    meter = [(0, meter)] if np.isscalar(meter) else sorted(meter, key=lambda entry: entry[0])
+    lines = np.asarray([int(step) for step, _ in meter], dtype=np.int64)
+    lengths = np.asarray([max(int(steps), 1) for _, steps in meter], dtype=np.int64)
+    part = np.maximum(np.searchsorted(lines, time, side="right") - 1, 0)
+    return np.remainder(time - lines[part], lengths[part])
+
+
 def transpose(ids: np.ndarray, semitones: int) -> np.ndarray:
     """Shift every NOTE_ON/NOTE_OFF by `semitones`; the caller keeps pitches in 0..127."""
     ids = np.asarray(ids, dtype=np.int64)

@@ -23,6 +23,14 @@ shipped model would open on a rest almost every time (after the warm-up it puts 
 mass on NOTE_ONs). "random", the seed's experiment, opens every file on a NOTE_ON of a given
 or uniformly drawn pitch.
 
+Where the beat is (a model with `position="beat"`, see `midigen.model.ModelConfig`): each input
+is read with its bar position, the steps since the last bar line once it is read, counted in the
+clip's meter (`SamplingOptions.bar_beats`). A clip opens on a bar line: the model start's
+warm-up beat is the last beat of the bar before it, a random start's note and a primer start at
+0. A context keeps its own phase (counted from `context_start`) and the clip goes on from where
+the context ends in its bar; a `Towards` partner's own context is counted from its own start, and
+after it the partner reads the clip's positions. A model without positions reads none, as before.
+
 Where the time goes (3 x 430 model, 8 files, 2-core CPU): each step streams the weight
 matrices through the cache, so the matmuls are bound by memory, not arithmetic: they use
 weights prepacked for oneDNN (twice MKL's speed at this shape) and, where the CPU has
@@ -50,7 +58,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from midigen.data.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET, EventParams
+from midigen.data.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET,
+                                 EventParams, bar_positions, total_steps)
+from midigen.data.midi_io import BEATS_PER_BAR
 from midigen.producer import native as kernels
 from midigen.model import EventLSTM, StepLSTM, resolve_precision
 
@@ -98,6 +108,11 @@ class SamplingOptions:
     context: token ids that warm the model's state before the clip (a clip to follow on from,
         e.g. the end of a producer's file) without being written to it; its notes must all
         be closed at its end (an encoded file's are). Exclusive with `primer`.
+    context_start: for a position-aware model, the steps from a bar line to the context's first
+        event (a context cut from the end of a file: the file's steps before the cut); the clip
+        goes on from where the context ends in its bar. 0: the context opens on a bar line.
+    bar_beats: for a position-aware model, the clip's bar in beats (4: midigen writes 4/4); at
+        most the model's `position_bar_beats`. Models without positions ignore it.
     towards: a second conditioning the clip is drawn towards (see `Towards`).
     kernels: "native" runs each LSTM layer's cell and each step's controls and draw as one
         compiled call (`midigen kernels build`, see `midigen.producer.native`); "python" is the
@@ -127,6 +142,8 @@ class SamplingOptions:
     note_range: tuple[int, int] | None = None
     voices: int | None = None
     start: str = "model"
+    context_start: int = 0
+    bar_beats: int = BEATS_PER_BAR
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature > 0):
@@ -139,6 +156,8 @@ class SamplingOptions:
             raise ValueError(f"voices={self.voices}: use at least 1 (or None for no cap)")
         if self.start not in STARTS:
             raise ValueError(f"start={self.start!r}: use one of {', '.join(STARTS)}")
+        if self.bar_beats < 1:
+            raise ValueError(f"bar_beats={self.bar_beats}: use at least 1 beat a bar")
         if self.note_range is not None:
             if len(self.note_range) != 2 or not 0 <= self.note_range[0] <= self.note_range[1] <= NUM_PITCHES - 1:
                 raise ValueError(f"note_range={self.note_range}: use (low, high) MIDI pitches, 0 <= low <= high <= 127")
@@ -340,18 +359,39 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     warm_only = has_context or model_start  # the prefix warms the state and is not part of the clip
     use_native = kernels.resolve(opts.kernels)
     precision = resolve_precision(opts.precision)
-    stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native)
+    bar = _bar_steps(model, params, opts)  # None: the model reads no positions
+    prefix_at = None  # the prefix's bar positions
+    if bar is not None:
+        # A context is counted from its own start; a primer and a random start's note open the clip, on
+        # a bar line; a model start's warm-up beat is the last beat of the bar before it.
+        opens_at = (opts.context_start if has_context else -total_steps(prefix[0], params) if model_start else 0)
+        prefix_at = bar_positions(prefix[0], params, bar, opens_at)
+    stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native, prefix_at)
     tracker = _Tracker(B, params, opts)
     if not warm_only:  # a context's notes are all closed (a neutral start has none): nothing sounds yet
         for t in range(prefix.shape[1]):
             tracker.update(prefix[:, t])
+    # Each step's input is read at the clip's bar position once it is read: where the prefix
+    # left the bar (a context's end; a primer's steps are in `tracker.elapsed`), plus the clip's steps.
+    phase = int(prefix_at[-1]) if has_context and bar is not None else 0
+    positions = None if bar is None else torch.zeros(B, dtype=torch.int64)  # (B,), rewritten each step
+    positions_np = None if positions is None else positions.numpy()
+
+    def clip_positions() -> torch.Tensor | None:
+        if positions is not None:
+            np.remainder(tracker.elapsed + phase, bar, out=positions_np)
+        return positions
+
     ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); each sampled id is written back into it
-    logits = stepper.step(ids).numpy()  # (B, V), a view of the stepper's buffer: masked in place
+    logits = stepper.step(ids, clip_positions()).numpy()  # (B, V), a view of the stepper's buffer: masked in place
     partner = None
     if opts.towards is not None:
         towards = opts.towards
-        own = prefix[0] if towards.context is None or not len(towards.context) else np.asarray(towards.context)
-        partner = _warmed(model, towards.style, own, B, precision, use_native)
+        own, own_at = prefix[0], prefix_at
+        if towards.context is not None and len(towards.context):
+            own = np.asarray(towards.context)
+            own_at = None if bar is None else bar_positions(own, params, bar, towards.context_start)
+        partner = _warmed(model, towards.style, own, B, precision, use_native, own_at)
         partner_logits = torch.from_numpy(logits)
         weight = float(towards.weight)
         if towards.mix not in MIXES:
@@ -359,15 +399,16 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         arithmetic = towards.mix == "arithmetic" and 0.0 < weight < 1.0
         log_a, log_b = (float(np.log1p(-weight)), float(np.log(weight))) if arithmetic else (0.0, 0.0)
 
-        def step_partner(step_ids: torch.Tensor) -> None:  # mixes into `logits` in place
-            other = partner.step(step_ids)
+        def step_partner(step_ids: torch.Tensor, step_positions: torch.Tensor | None) -> None:  # into `logits`
+            other = partner.step(step_ids, step_positions)
             if arithmetic:  # log((1-w) softmax(a) + w softmax(b))
                 torch.logaddexp(torch.log_softmax(partner_logits, -1).add_(log_a),
                                 torch.log_softmax(other, -1).add_(log_b), out=partner_logits)
             else:  # geometric, and either end of either mix: exactly one stream's logits at w = 0 or 1
                 partner_logits.mul_(1.0 - weight).add_(other, alpha=weight)
 
-        step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)))
+        step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)),
+                     None if own_at is None else torch.full((B,), int(own_at[-1]), dtype=torch.int64))
     inv_temperature = np.float32(1.0 / float(opts.temperature))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
@@ -383,9 +424,10 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         pick(t, uniforms[t % UNIFORM_BLOCK])
         if done.all() or t == opts.max_events - 1:
             break  # no step for logits nobody samples from
-        stepper.step(ids)
+        at = clip_positions()
+        stepper.step(ids, at)
         if partner is not None:
-            step_partner(ids)
+            step_partner(ids, at)
     result = []
     for b in range(B):
         row = out[b]
@@ -393,16 +435,32 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     return result
 
 
+def _bar_steps(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> int | None:
+    """The clip's bar in steps for a position-aware model (checked against it); None for a model without positions."""
+    if not model.positioned:
+        return None
+    mismatch = model.config.tokenizer_mismatch(params)
+    if mismatch:
+        raise ValueError(f"this model cannot read these tokens: {mismatch}")
+    if opts.bar_beats > model.config.position_bar_beats:
+        raise ValueError(f"bar_beats={opts.bar_beats}: this model knows bars of up to "
+                         f"{model.config.position_bar_beats} beats")
+    return opts.bar_beats * params.grid
+
+
 def _warmed(model: EventLSTM, style: torch.Tensor | None, prefix: np.ndarray, batch: int, precision: str,
-            native: bool) -> StepLSTM:
+            native: bool, positions: np.ndarray | None = None) -> StepLSTM:
     """A StepLSTM whose state has read all of `prefix` but its last event (the first step's input).
 
-    Every file shares the prefix: it goes through nn.LSTM once, as one sequence."""
+    Every file shares the prefix: it goes through nn.LSTM once, as one sequence. `positions`:
+    the prefix's bar positions, for a position-aware model."""
     stepper = StepLSTM(model, style, batch, precision, native=native)
     if len(prefix) > 1:
         seq_style = style.expand(1, -1) if style is not None else None
+        seq_at = None if positions is None else torch.as_tensor(np.array(positions[None, :-1], dtype=np.int64))
         with torch.no_grad():
-            _, (h, c) = model.lstm(model.embed(torch.as_tensor(np.array(prefix[None, :-1], dtype=np.int64)), seq_style))
+            _, (h, c) = model.lstm(model.embed(torch.as_tensor(np.array(prefix[None, :-1], dtype=np.int64)), seq_style,
+                                               seq_at))
         stepper.set_state(h, c)
     return stepper
 
