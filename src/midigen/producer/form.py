@@ -23,12 +23,13 @@ its own and a repeat is exactly its source. Sampling is per file (each file's co
 own clip so far); seeds derive from `--seed`, the file and the section, so the same seed
 writes the same bytes.
 
-Not for: the request's checks (`request.py` calls `parse_form`), the sampler (`sampling.py`).
+Not for: the request's checks (`request.py` calls `parse_form`), the sampler (`sampling.py`), sampling the
+sections (`generate.generate_formed`, which uses what is here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -213,90 +214,6 @@ def _joined(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                       for k in range(3))
     order = np.lexsort((pitch, on))
     return on[order], off[order], pitch[order]
-
-
-def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
-    """`generate_batch` for a request with a form: the same result per file (name, midi, ids,
-    notes, copy, end_tick, cut_at_bar), where
-
-    - "ids" are the finished clip as the model's tokens (its notes encoded; in seed mode their
-      times rounded to 8 ms steps), not the sampled streams, since repeats are copied;
-    - "copy" is the whole clip's copy ratio; the originality resampling (`--max-copy`) applies
-      to the first section, which every repeat and variation of it derive from;
-    - "cut_at_bar" is the first bar of the clip in which a new section (or its repeat) stopped
-      on its event budget (a variation keeps its source's lower notes to its end)."""
-    from midigen.data.events import encode_notes
-    from midigen.data.midi_io import ids_to_ticks
-    from midigen.errors import MidigenError
-    from midigen.producer.generate import (_least_copied, _midi_bytes, _originality_guard, clip_name, primer_ids,
-                                           sampling_options)
-    from midigen.producer.sampling import sample
-
-    params = bundle.params
-    sections = parse_form(req.form)
-    section_bars = req.bars // len(sections)
-    section_ticks = section_bars * BEATS_PER_BAR * TICKS_PER_BEAT
-    first_req = req.but(bars=section_bars, form=None)
-    if req.primer:
-        from midigen.data.events import total_steps
-
-        primer_bars = total_steps(primer_ids(req.primer, params), params) / (BEATS_PER_BAR * params.steps_per_beat(req.bpm))
-        if primer_bars >= section_bars:
-            raise MidigenError(f"--primer {req.primer} ({primer_bars:.3g} bars) is as long as a section of --form "
-                               f"{req.form} ({req.bars} bars / {len(sections)} = {section_bars}) or longer: ask "
-                               "for more --bars or use a shorter clip")
-    opts, _ = sampling_options(bundle, first_req)
-    index, bound = _originality_guard(bundle, req.max_copy)
-    # A request's context came before the clip, so it comes before the clip so far too: the clip's
-    # ids follow it as they did when the first section was sampled (`opts` keeps whatever it says
-    # of the context's timing). Without one, the clip so far opens the context, on a bar line.
-    lead = np.asarray(opts.context if opts.context is not None else [], dtype=np.int64)
-
-    def to_notes(ids: np.ndarray):  # noqa: ANN202
-        return ids_to_ticks(ids, params, req.bpm, section_ticks, min_ticks=MIN_NOTE_TICKS)
-
-    def continuations(i: int, k: int, parts: list, num: int) -> list[np.ndarray]:
-        """`num` continuations of file i's clip so far (`parts`), sampled as section k."""
-        context = np.concatenate([lead, clip_ids(_joined(parts), k * section_ticks, params, req.bpm)])
-        cont = replace(opts, num=num, primer=None, context=context, start_pitches=None,
-                       seed=section_seed(req.seed, i, k))
-        return sample(bundle.model, params, cont)
-
-    results = []
-    for i, first_ids in enumerate(sample(bundle.model, params, opts)):
-        first = to_notes(first_ids)
-        attempts = 0
-        if index is not None:
-            first_ids, first, copy = _least_copied(bundle, first_req, opts, i, first_ids, first, index, bound,
-                                                   section_ticks)
-            attempts = copy["resampled"]
-        made = {sections[0].label: (first, _cut_bar(first_ids, params, opts, req.bpm))}
-        parts, cut_at_bar = [], None
-        for k, section in enumerate(sections):
-            if section.label not in made:
-                if not section.varied:
-                    ids = continuations(i, k, parts, 1)[0]
-                    made[section.label] = (to_notes(ids), _cut_bar(ids, params, opts, req.bpm))
-                else:
-                    # A variation keeps its source's lower notes to its end: no budget cut to report.
-                    made[section.label] = (_vary(made[section.letter][0],
-                                                 continuations(i, k, parts, VARIATION_CANDIDATES), to_notes, req.voices),
-                                           None)
-            notes, cut = made[section.label]
-            if cut is not None and cut_at_bar is None:
-                cut_at_bar = k * section_bars + cut + 1
-            parts.append(_shifted(notes, k * section_ticks))
-        clip = _joined(parts)
-        end_tick = req.bars * BEATS_PER_BAR * TICKS_PER_BEAT
-        copy = None
-        if index is not None:
-            copy = index.check_notes(clip[0], clip[2], TICKS_PER_BEAT)
-            copy.update(resampled=attempts, max_copy=bound, over=bound is not None and copy["copy_ratio"] > bound)
-        ids = encode_notes(_ticks_to_steps(clip[0], params, req.bpm), _ticks_to_steps(clip[1], params, req.bpm),
-                           clip[2], params).astype(np.int64)
-        results.append({"name": clip_name(req, i), "midi": _midi_bytes(clip, req, end_tick), "ids": ids,
-                        "notes": clip, "copy": copy, "end_tick": end_tick, "cut_at_bar": cut_at_bar})
-    return results
 
 
 def _vary(source, candidates: list[np.ndarray], to_notes, voices: int | None):  # noqa: ANN001, ANN202

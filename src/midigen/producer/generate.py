@@ -1,7 +1,7 @@
 """`midigen generate`: a trained model -> DAW-ready MIDI files, with a producer's controls.
 
 `generate_batch(bundle, request)` samples the clips a `GenerateRequest` asks for and turns them
-into MIDI bytes (the MLflow pyfunc, the studies and the training callback call it too, so all
+into MIDI bytes (`clip.py`) (the MLflow pyfunc, the studies and the training callback call it too, so all
 give the same bytes for the same seed); `generate_command` is the CLI around it.
 Producer path: imports torch, numpy and mido, never Lightning or Hydra; MLflow only for
 registry URIs. Not for: the request's defaults and checks (`request.py`), writing files
@@ -11,17 +11,15 @@ registry URIs. Not for: the request's defaults and checks (`request.py`), writin
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from midigen.data.midi_io import BEATS_PER_BAR, TICKS_PER_BEAT
-from midigen.errors import MidigenError, MidiReadError
-from midigen.producer.request import (CLIP_FIELDS, GENERATE_FIELDS, RANDOM_START_RANGE, GenerateRequest,
-                                      add_request_arguments, file_stem, request_from_args)
-
-MAX_RESAMPLES = 5  # a file over --max-copy is sampled again at most this many times; the least-copied is kept
-CONTEXT_EVENTS = 512  # the end of a context file that warms the state (about 8 bars of dense music)
+from midigen.producer.clip import (clip_name, cut_at_bar, least_copied, midi_bytes, originality_guard,  # noqa: F401
+                                   primer_ids, sampling_options, style_weights, whole_bars)
+from midigen.producer.request import CLIP_FIELDS, GENERATE_FIELDS, GenerateRequest, add_request_arguments, request_from_args
 
 
 def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
@@ -34,189 +32,104 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
     from midigen.producer.sampling import sample
 
     if req.form is not None:
-        from midigen.producer.form import generate_formed
-
         return generate_formed(bundle, req)
     opts, end_tick = sampling_options(bundle, req)
-    index, bound = _originality_guard(bundle, req.max_copy)
+    index, bound = originality_guard(bundle, req.max_copy)
     sequences = sample(bundle.model, bundle.params, opts)
     results = []
     for i, ids in enumerate(sequences):
         notes = ids_to_ticks(ids, bundle.params, req.bpm, end_tick, min_ticks=TICKS_PER_BEAT // 8)
         copy = None
         if index is not None:
-            ids, notes, copy = _least_copied(bundle, req, opts, i, ids, notes, index, bound, end_tick)
-        clip_end = end_tick if end_tick is not None else _whole_bars(notes[1])
-        results.append({"name": clip_name(req, i), "midi": _midi_bytes(notes, req, clip_end), "ids": ids,
+            ids, notes, copy = least_copied(bundle, req, opts, i, ids, notes, index, bound, end_tick)
+        clip_end = end_tick if end_tick is not None else whole_bars(notes[1])
+        results.append({"name": clip_name(req, i), "midi": midi_bytes(notes, req, clip_end), "ids": ids,
                         "notes": notes, "copy": copy, "end_tick": clip_end,
-                        "cut_at_bar": _cut_at_bar(ids, bundle.params, req, opts)})
+                        "cut_at_bar": cut_at_bar(ids, bundle.params, req, opts)})
     return results
 
 
-def clip_name(req: GenerateRequest, i: int) -> str:
-    return f"{file_stem(req.name)}_s{req.seed}_{i + 1:02d}.mid"
+def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
+    """`generate_batch` for a request with a form: the same result per file (name, midi, ids,
+    notes, copy, end_tick, cut_at_bar), where
 
-
-def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (SamplingOptions, end tick or None)
-    """The sampler's options for a request on this model: its styles, primer or context, lengths in steps."""
-    from midigen.data.events import total_steps
-    from midigen.producer.sampling import SamplingOptions, Towards
-
-    params = bundle.params
-    style = style_weights(bundle, req.style)
-    primer = primer_ids(req.primer, params) if req.primer else None
-    context = primer_ids(req.context, params, f"context {req.context}")[-CONTEXT_EVENTS:] if req.context else None
-    towards = None
-    if req.towards is not None:
-        t = req.towards
-        towards = Towards(context=primer_ids(t["context"], params, f"context {t['context']}")[-CONTEXT_EVENTS:]
-                          if t.get("context") else None,
-                          style=style_weights(bundle, t.get("style")), weight=float(t.get("weight", 0.5)),
-                          mix=t.get("mix", "geometric"))
-    spb = params.steps_per_beat(req.bpm)  # steps per beat
-    end_tick = max_steps = None
-    if req.bars is not None:
-        end_tick = req.bars * BEATS_PER_BAR * TICKS_PER_BEAT
-        max_steps = int(np.ceil(req.bars * BEATS_PER_BAR * spb))
-        if primer is not None and total_steps(primer, params) >= max_steps:
-            raise MidigenError(f"--primer {req.primer} is as long as the requested {req.bars} bars or longer: "
-                               "ask for more --bars or use a shorter clip")
-    opts = SamplingOptions(
-        num=req.num, max_events=req.event_budget, max_steps=max_steps, temperature=req.temperature,
-        top_k=req.top_k, top_p=req.top_p, scale=req.scale_classes, repetition_penalty=req.repetition_penalty,
-        max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
-        start=req.start, start_pitches=_random_starts(req) if req.start == "random" else None,
-        note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
-        kernels=req.kernels, context=context, towards=towards)
-    return opts, end_tick
-
-
-def _random_starts(req: GenerateRequest) -> list[int]:
-    """The seed's start: a uniformly random first pitch per file (in key, where a key is asked)."""
-    low, high = req.note_range or RANDOM_START_RANGE
-    rng = np.random.default_rng(req.seed)
-    span = np.arange(low, high + 1)
-    scale = req.scale_classes
-    starts = rng.choice(span, size=req.num, replace=req.num > span.size)
-    if scale is not None:
-        in_key = span[np.isin(span % 12, scale)]
-        if in_key.size == 0:
-            raise MidigenError(f"--note-range {low}-{high} holds no note of the key {req.key}: widen it")
-        starts = rng.choice(in_key, size=req.num, replace=req.num > in_key.size)
-    return starts.tolist()
-
-
-def style_weights(bundle, style: dict[str, float] | None):  # noqa: ANN001, ANN201 - a (S,) tensor or None
-    import torch
-
-    if not style:
-        return None
-    known = bundle.styles
-    if not known:
-        raise MidigenError("this model was trained without styles; leave out --style")
-    unknown = sorted(set(style) - set(known))
-    if unknown:
-        raise MidigenError(f"unknown style {', '.join(unknown)}: this model knows {', '.join(known)}")
-    return torch.tensor([style.get(s, 0.0) for s in known], dtype=torch.float32)
-
-
-def primer_ids(path: str, params, label: str | None = None) -> np.ndarray:  # noqa: ANN001
-    """A MIDI clip's events (to keep as a primer, or the end of it to follow on from); errors
-    name the clip as `label` (default: `--primer PATH`)."""
+    - "ids" are the finished clip as the model's tokens (its notes encoded; in seed mode their
+      times rounded to 8 ms steps), not the sampled streams, since repeats are copied;
+    - "copy" is the whole clip's copy ratio; the originality resampling (`--max-copy`) applies
+      to the first section, which every repeat and variation of it derive from;
+    - "cut_at_bar" is the first bar of the clip in which a new section (or its repeat) stopped
+      on its event budget (a variation keeps its source's lower notes to its end)."""
     from midigen.data.events import encode_notes
-    from midigen.data.midi_io import read_notes
-
-    label = label or f"--primer {path}"
-    if not Path(path).is_file():
-        raise MidigenError(f"{label}: no such MIDI file" if not Path(path).is_dir() else f"{label}: is a folder, not a MIDI file")
-    try:
-        ids = encode_notes(*read_notes(path, params), params)
-    except MidiReadError as exc:
-        reason = str(exc).split(": ", 1)[-1]
-        if reason.startswith("no notes") and _has_note_ons(path):
-            reason = "its notes never end (note-ons without note-offs)"
-        raise MidigenError(f"{label}: {reason}; use a MIDI clip with notes") from None
-    return ids.astype(np.int64)
-
-
-def _has_note_ons(path: str) -> bool:
-    import mido
-
-    try:
-        return any(m.type == "note_on" and m.velocity for m in mido.MidiFile(path, clip=True))
-    except Exception:  # unreadable by mido too: the reader's reason stands
-        return False
-
-
-def _least_copied(bundle, req, opts, i, ids, notes, index, bound, end_tick):  # noqa: ANN001, ANN202
-    """Resample file `i` (up to MAX_RESAMPLES times) while its copy ratio is over `bound`; keep the least copied."""
-    from dataclasses import replace
-
     from midigen.data.midi_io import ids_to_ticks
+    from midigen.errors import MidigenError
+    from midigen.producer.form import (MIN_NOTE_TICKS, VARIATION_CANDIDATES, _cut_bar, _joined, _shifted, _ticks_to_steps, _vary, clip_ids, parse_form, section_seed)
     from midigen.producer.sampling import sample
 
-    copy = index.check_notes(notes[0], notes[2], TICKS_PER_BEAT)
-    attempts = 0
-    while bound is not None and copy["copy_ratio"] > bound and attempts < MAX_RESAMPLES:
-        attempts += 1
-        retry = replace(opts, num=1, start_pitches=[opts.start_pitches[i]] if opts.start_pitches else None,
-                        seed=req.seed * 1000 + i * 10 + attempts)
-        ids_b = sample(bundle.model, bundle.params, retry)[0]
-        notes_b = ids_to_ticks(ids_b, bundle.params, req.bpm, end_tick, min_ticks=TICKS_PER_BEAT // 8)
-        copy_b = index.check_notes(notes_b[0], notes_b[2], TICKS_PER_BEAT)
-        if copy_b["copy_ratio"] < copy["copy_ratio"]:
-            ids, notes, copy = ids_b, notes_b, copy_b
-    copy.update(resampled=attempts, max_copy=bound, over=bound is not None and copy["copy_ratio"] > bound)
-    return ids, notes, copy
+    params = bundle.params
+    sections = parse_form(req.form)
+    section_bars = req.bars // len(sections)
+    section_ticks = section_bars * BEATS_PER_BAR * TICKS_PER_BEAT
+    first_req = req.but(bars=section_bars, form=None)
+    if req.primer:
+        from midigen.data.events import total_steps
 
+        primer_bars = total_steps(primer_ids(req.primer, params), params) / (BEATS_PER_BAR * params.steps_per_beat(req.bpm))
+        if primer_bars >= section_bars:
+            raise MidigenError(f"--primer {req.primer} ({primer_bars:.3g} bars) is as long as a section of --form "
+                               f"{req.form} ({req.bars} bars / {len(sections)} = {section_bars}) or longer: ask "
+                               "for more --bars or use a shorter clip")
+    opts, _ = sampling_options(bundle, first_req)
+    index, bound = originality_guard(bundle, req.max_copy)
+    # A request's context came before the clip, so it comes before the clip so far too: the clip's
+    # ids follow it as they did when the first section was sampled (`opts` keeps whatever it says
+    # of the context's timing). Without one, the clip so far opens the context, on a bar line.
+    lead = np.asarray(opts.context if opts.context is not None else [], dtype=np.int64)
 
-def _originality_guard(bundle, max_copy):  # noqa: ANN001, ANN202
-    """(index or None, bound or None) for `max_copy`: a number, "auto" or None.
+    def to_notes(ids: np.ndarray):  # noqa: ANN202
+        return ids_to_ticks(ids, params, req.bpm, section_ticks, min_ticks=MIN_NOTE_TICKS)
 
-    "auto" checks and reports every file when the model carries an index, and bounds it by
-    the index's held-out calibration when it has one; a number needs an index."""
-    from midigen.evaluation.originality import OriginalityIndex
+    def continuations(i: int, k: int, parts: list, num: int) -> list[np.ndarray]:
+        """`num` continuations of file i's clip so far (`parts`), sampled as section k."""
+        context = np.concatenate([lead, clip_ids(_joined(parts), k * section_ticks, params, req.bpm)])
+        cont = replace(opts, num=num, primer=None, context=context, start_pitches=None,
+                       seed=section_seed(req.seed, i, k))
+        return sample(bundle.model, params, cont)
 
-    if max_copy is None:
-        return None, None
-    if bundle.index_path is None:
-        if max_copy == "auto":
-            return None, None
-        raise MidigenError(f"{bundle.path}: this model has no originality index; use --max-copy off or retrain")
-    index = OriginalityIndex.load(bundle.index_path)
-    return index, (index.max_copy if max_copy == "auto" else float(max_copy))
-
-
-def _whole_bars(off_ticks: np.ndarray) -> int:
-    """--events: the clip rounded up to a whole bar, so it loops."""
-    bar = TICKS_PER_BEAT * BEATS_PER_BAR
-    last = int(off_ticks.max()) if off_ticks.size else bar
-    return -(-last // bar) * bar
-
-
-def _cut_at_bar(ids: np.ndarray, params, req: GenerateRequest, opts) -> int | None:  # noqa: ANN001
-    """The bar a --bars clip stopped in when its event budget ran out first (None: it is whole)."""
-    from midigen.data.events import total_steps
-
-    if req.bars is None or opts.max_steps is None:
-        return None
-    steps = total_steps(ids, params)
-    if steps >= opts.max_steps:
-        return None
-    return int(steps // (BEATS_PER_BAR * params.steps_per_beat(req.bpm))) + 1
-
-
-def _midi_bytes(notes, req: GenerateRequest, end_tick: int) -> bytes:  # noqa: ANN001
-    import tempfile
-
-    from midigen.data.midi_io import write_midi
-
-    # A track name is Latin-1 in a MIDI file: other letters of --name become '?' there (the file name keeps them).
-    track_name = req.name.encode("latin-1", "replace").decode("latin-1")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_midi(Path(tmp) / "clip.mid", *notes, bpm=req.bpm, velocity=req.velocity, end_tick=end_tick,
-                          track_name=track_name)
-        return path.read_bytes()
+    results = []
+    for i, first_ids in enumerate(sample(bundle.model, params, opts)):
+        first = to_notes(first_ids)
+        attempts = 0
+        if index is not None:
+            first_ids, first, copy = least_copied(bundle, first_req, opts, i, first_ids, first, index, bound,
+                                                   section_ticks)
+            attempts = copy["resampled"]
+        made = {sections[0].label: (first, _cut_bar(first_ids, params, opts, req.bpm))}
+        parts, cut_at_bar = [], None
+        for k, section in enumerate(sections):
+            if section.label not in made:
+                if not section.varied:
+                    ids = continuations(i, k, parts, 1)[0]
+                    made[section.label] = (to_notes(ids), _cut_bar(ids, params, opts, req.bpm))
+                else:
+                    # A variation keeps its source's lower notes to its end: no budget cut to report.
+                    made[section.label] = (_vary(made[section.letter][0],
+                                                 continuations(i, k, parts, VARIATION_CANDIDATES), to_notes, req.voices),
+                                           None)
+            notes, cut = made[section.label]
+            if cut is not None and cut_at_bar is None:
+                cut_at_bar = k * section_bars + cut + 1
+            parts.append(_shifted(notes, k * section_ticks))
+        clip = _joined(parts)
+        end_tick = req.bars * BEATS_PER_BAR * TICKS_PER_BEAT
+        copy = None
+        if index is not None:
+            copy = index.check_notes(clip[0], clip[2], TICKS_PER_BEAT)
+            copy.update(resampled=attempts, max_copy=bound, over=bound is not None and copy["copy_ratio"] > bound)
+        ids = encode_notes(_ticks_to_steps(clip[0], params, req.bpm), _ticks_to_steps(clip[1], params, req.bpm),
+                           clip[2], params).astype(np.int64)
+        results.append({"name": clip_name(req, i), "midi": midi_bytes(clip, req, end_tick), "ids": ids,
+                        "notes": clip, "copy": copy, "end_tick": end_tick, "cut_at_bar": cut_at_bar})
+    return results
 
 
 # --- command line ------------------------------------------------------------------------

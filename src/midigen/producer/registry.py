@@ -116,7 +116,7 @@ def default_model_ref() -> str:
     not a silent fall back to the shipped model: the producer would get another model than
     their team's. The shipped model is taken only where there is no registry, or it holds no
     `midigen` model; `generate` then says so in its summary."""
-    from midigen.tracking import DEFAULT_REGISTRY_NAME, repo_root, tracking_uri
+    from midigen.tracking import DEFAULT_REGISTRY_NAME, repo_root
 
     has_registry = bool(os.environ.get("MLFLOW_TRACKING_URI")) or (repo_root() / "mlflow.db").exists()
     if has_registry:
