@@ -68,7 +68,7 @@ def bench_training(corpus: Path, cache: Path, sizes: Sizes) -> Row:
     dm.prepare_data()
     dm.setup("fit")
     batches = [b for _, b in zip(range(n), dm.train_dataloader())]
-    events = sum(int(targets.numel()) for _, targets, _ in batches[1:])
+    events = sum(int(targets.numel()) for _, targets, *_ in batches[1:])
 
     def bare_loop() -> float:
         """The seed's training loop on `batches`: events/s after the first batch."""
@@ -78,7 +78,7 @@ def bench_training(corpus: Path, cache: Path, sizes: Sizes) -> Row:
         opt = torch.optim.Adam(list(lstm.parameters()) + list(head.parameters()), lr=1e-3)
         loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID)
         ends = []
-        for inputs, targets, _ in batches:
+        for inputs, targets, *_ in batches:
             out, _ = lstm(F.one_hot(inputs, V).float())  # (B, T, H)
             loss = loss_fn(head(out).reshape(-1, V), targets.reshape(-1))
             opt.zero_grad()

@@ -4,7 +4,8 @@ A corpus is any folder laid out as `<root>/<style>/**/*.mid`. Each file is token
 once into an on-disk cache keyed by the tokenizer's parameters and the file's content
 hash; later runs and sweep jobs reuse it and re-tokenize only changed files. Files are
 split into train/val/test by a hash of their path, so adding files never reshuffles old
-ones. Sequences never cross files.
+ones. Sequences never cross files. With the beat tokenizer, each token's bar position (steps
+since the bar line once it is read, from the file's time signatures) is cached beside it.
 
 Not for: batches and the Lightning DataModule (`midigen.data.datamodule`, training only).
 This module needs numpy and the MIDI reader, not torch or Lightning.
@@ -28,14 +29,19 @@ from midigen.data.events import (
     NOTE_ON_OFFSET,
     TOKEN_DTYPE,
     EventParams,
+    bar_positions,
     count_tokens,
     encode_notes,
 )
-from midigen.data.midi_io import MIDI_SUFFIXES, read_notes
+from midigen.data.midi_io import BEATS_PER_BAR, MIDI_SUFFIXES, read_midi, read_notes
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# The layout of a corpus folder (tokens.npy, index.json, ...); a new one rebuilds it from the
+# per-file caches. 2: bar positions (positions.npy) and each file's meter, in beat mode.
+CACHE_FORMAT = 2
+POSITION_DTYPE = np.uint16  # steps since the bar line: under 65,536 (a 36/4 bar is 432 steps of 1/12 beat)
 
 
 @dataclass(frozen=True)
@@ -91,11 +97,14 @@ class TokenCorpus:
     """All tokenized files of a corpus: one memory-mapped id array and an index of files."""
 
     tokens: np.ndarray  # (N,) uint16, memory-mapped
-    files: list[dict]  # rel, style, split, offset, length
+    files: list[dict]  # rel, style, split, offset, length; in beat mode meter (see `file_meter`)
     styles: list[str]
     skipped: list[dict]  # rel, reason
     params: EventParams
     cache_dir: Path
+    # (N,) uint16, memory-mapped, beat mode only (else None): each token's `bar_positions`, counted
+    # from its file's start and time signatures.
+    positions: np.ndarray | None = None
 
     def split(self, name: str) -> list[dict]:
         return [f for f in self.files if f["split"] == name]
@@ -123,6 +132,24 @@ class TokenCorpus:
 
 def _hash_bytes(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def file_meter(path: Path, params: EventParams) -> list[list[int]]:
+    """A file's bar lines as `bar_positions` reads them: [[step, bar_steps], ...] from its time
+    signatures (a bar lasts numerator * 4 / denominator beats: 3/4 and 6/8 are 3, 2/2 is 4).
+
+    Every signature starts a bar where it stands, as in `midigen.evaluation.metrics.bar_lines`:
+    a pickup that the corpus exporter wrote as a short bar of its own (1/4 before 4/4) is one
+    short bar and the piece's bars follow from its end; a meter change starts its bars where it
+    stands. Before the first signature, or without any, bars are 4/4 from step 0. Beat mode only.
+    """
+    notes = read_midi(path)
+    scale = params.grid / notes.ticks_per_beat
+    meter = {0: BEATS_PER_BAR * params.grid}
+    for tick, numerator, denominator in sorted(notes.time_signatures, key=lambda s: s[0]):  # the last at a tick counts
+        steps = round(numerator * 4 / max(denominator, 1) * params.grid)
+        meter[int(np.rint(tick * scale))] = int(min(max(steps, 1), np.iinfo(POSITION_DTYPE).max))
+    return [[step, steps] for step, steps in sorted(meter.items())]
 
 
 def build_token_cache(
@@ -158,19 +185,22 @@ def build_token_cache(
         hashes.append((cf, digest))
     listing = hashlib.sha1(json.dumps(
         [(cf.rel, cf.style, d) for cf, d in hashes] + [s["rel"] for s in skipped]
-        + [val_fraction, test_fraction, max_file_tokens]).encode()).hexdigest()[:16]
+        + [val_fraction, test_fraction, max_file_tokens, CACHE_FORMAT]).encode()).hexdigest()[:16]
     corpus_dir = base / f"corpus-{listing}"
     index_path = corpus_dir / "index.json"
+    beat = params.mode == "beat"
     if index_path.exists():
         index = json.loads(index_path.read_text())
         tokens = np.load(corpus_dir / "tokens.npy", mmap_mode="r")
-        return TokenCorpus(tokens, index["files"], index["styles"], index["skipped"], params, corpus_dir)
+        positions = np.load(corpus_dir / "positions.npy", mmap_mode="r") if beat else None
+        return TokenCorpus(tokens, index["files"], index["styles"], index["skipped"], params, corpus_dir, positions)
 
-    arrays = []
+    arrays, position_arrays = [], []
     offset = 0
     too_long = f"too long to train on: {{:,}} tokens, more than data.max_file_tokens={max_file_tokens}"
     for cf, digest in hashes:
         npy, skip = per_file / f"{digest}.npy", per_file / f"{digest}.skip"
+        meter_json = per_file / f"{digest}.meter.json"
         if skip.exists():
             skipped.append({"rel": cf.rel, "reason": skip.read_text()})
             continue
@@ -190,6 +220,8 @@ def build_token_cache(
                 ids = encode_notes(*notes, params)
                 if ids.size < 2:
                     raise MidiReadError(f"{cf.path.name}: too few events")
+                if beat:
+                    _atomic_write_text(meter_json, json.dumps(file_meter(cf.path, params)))
             except MidiReadError as exc:
                 reason = str(exc).split(": ", 1)[-1]
                 skip.write_text(reason)
@@ -201,9 +233,14 @@ def build_token_cache(
                 skipped.append({"rel": cf.rel, "reason": reason})
                 continue
             _atomic_save(npy, ids)
+        entry = {"rel": cf.rel, "style": cf.style, "offset": offset, "length": int(ids.size), "sha1": digest}
+        if beat:
+            if not meter_json.exists():  # ids cached before meters were (CACHE_FORMAT 1): read the signatures
+                _atomic_write_text(meter_json, json.dumps(file_meter(cf.path, params)))
+            entry["meter"] = json.loads(meter_json.read_text())
+            position_arrays.append(bar_positions(ids, params, entry["meter"]).astype(POSITION_DTYPE))
         arrays.append(ids)
-        entries.append({"rel": cf.rel, "style": cf.style, "offset": offset, "length": int(ids.size),
-                        "sha1": digest})
+        entries.append(entry)
         offset += int(ids.size)
     if not entries:
         _write_skips(corpus_dir, skipped)
@@ -215,19 +252,28 @@ def build_token_cache(
     styles = sorted({e["style"] for e in entries})
     corpus_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save(corpus_dir / "tokens.npy", np.concatenate(arrays).astype(TOKEN_DTYPE))
+    if beat:
+        _atomic_save(corpus_dir / "positions.npy", np.concatenate(position_arrays))
     _write_skips(corpus_dir, skipped)
     tmp = index_path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"files": entries, "styles": styles, "skipped": skipped,
                                "root": str(Path(root).resolve())}))
     tmp.replace(index_path)
     tokens = np.load(corpus_dir / "tokens.npy", mmap_mode="r")
-    return TokenCorpus(tokens, entries, styles, skipped, params, corpus_dir)
+    positions = np.load(corpus_dir / "positions.npy", mmap_mode="r") if beat else None
+    return TokenCorpus(tokens, entries, styles, skipped, params, corpus_dir, positions)
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     # Parallel sweep jobs may build the same cache: write aside, then rename.
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, array)
+    tmp.replace(path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
     tmp.replace(path)
 
 

@@ -3,6 +3,9 @@
 Sampling schemes: `seed` (the dissertation's: the first 220 events of each file, padded)
 and `windows` (random windows from anywhere in each file, every epoch, so the whole
 corpus is used), with on-the-fly transposition and time stretch on token ids.
+A batch is (inputs (B, T), targets (B, T), style (B,), positions (B, T)): positions are the
+inputs' bar positions (`midigen.data.events.bar_positions`) counted from their file's start and
+time signatures, never from the window's (zeros in seed mode, which has no beats).
 Training path only (imports torch and Lightning); the cache itself is `midigen.data.cache`.
 """
 
@@ -17,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from midigen.data.cache import TokenCorpus, build_token_cache
-from midigen.data.events import PAD_ID, EventParams, pitch_bounds, retime, transpose
+from midigen.data.events import PAD_ID, EventParams, bar_positions, pitch_bounds, retime, total_steps, transpose
 from midigen.errors import MidigenError
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ class SeedSequences(Dataset):
         n = min(f["length"], self.seq_len + 1)
         window = np.full(self.seq_len + 1, PAD_ID, dtype=np.int64)
         window[:n] = self.corpus.tokens[f["offset"]: f["offset"] + n]
-        return _pack(window, self.style_index[f["style"]])
+        return _pack(window, self.style_index[f["style"]], _cached_positions(self.corpus, f, 0, self.seq_len + 1))
 
 
 class WindowSequences(Dataset):
@@ -90,7 +93,10 @@ class WindowSequences(Dataset):
                          dtype=np.int64)
         if factor != 1.0:
             ids = retime(ids, factor, self.corpus.params)
-        if aug.transpose > 0:
+            positions = _stretched_positions(self.corpus, f, start, ids)
+        else:
+            positions = _cached_positions(self.corpus, f, start, want)
+        if aug.transpose > 0:  # positions stay: a transposition moves no note in time
             bounds = pitch_bounds(ids)
             if bounds is not None:
                 low = max(-aug.transpose, -bounds[0])
@@ -99,7 +105,7 @@ class WindowSequences(Dataset):
         window = np.full(want, PAD_ID, dtype=np.int64)
         ids = ids[:want]
         window[: ids.size] = ids
-        return _pack(window, self.style_index[f["style"]])
+        return _pack(window, self.style_index[f["style"]], positions[:want])
 
 
 class TiledSequences(Dataset):
@@ -121,12 +127,38 @@ class TiledSequences(Dataset):
         end = min(f["length"], start + self.seq_len + 1)
         window = np.full(self.seq_len + 1, PAD_ID, dtype=np.int64)
         window[: end - start] = self.corpus.tokens[f["offset"] + start: f["offset"] + end]
-        return _pack(window, self.style_index[f["style"]])
+        return _pack(window, self.style_index[f["style"]], _cached_positions(self.corpus, f, start, end - start))
 
 
-def _pack(window: np.ndarray, style: int):
+def _cached_positions(corpus: TokenCorpus, f: dict, start: int, n: int) -> np.ndarray:
+    """The bar positions of a file's tokens start..start+n (fewer at its end), as cached; zeros in seed mode."""
+    n = max(0, min(n, f["length"] - start))
+    if corpus.positions is None:
+        return np.zeros(n, dtype=np.int64)
+    return np.asarray(corpus.positions[f["offset"] + start: f["offset"] + start + n], dtype=np.int64)
+
+
+def _stretched_positions(corpus: TokenCorpus, f: dict, start: int, ids: np.ndarray) -> np.ndarray:
+    """Bar positions of a time-stretched window, from its own (stretched) shifts.
+
+    The window opens where the file has it in its bar, and its shifts count on from there in
+    bars of the length in force there, as the sampler counts a clip's time: after a stretch,
+    the cached positions no longer match the shifts a model reads. Zeros in seed mode."""
+    if corpus.positions is None:
+        return np.zeros(len(ids), dtype=np.int64)
+    before = int(corpus.positions[f["offset"] + start - 1]) if start > 0 else 0
+    elapsed = total_steps(corpus.tokens[f["offset"]: f["offset"] + start], corpus.params)
+    lines = [step for step, _ in f["meter"]]
+    bar = f["meter"][max(int(np.searchsorted(lines, elapsed, side="right")) - 1, 0)][1]
+    return bar_positions(ids, corpus.params, bar, start=before)
+
+
+def _pack(window: np.ndarray, style: int, positions: np.ndarray):
+    """inputs (T,), targets (T,), style (), the inputs' bar positions (T,), from a window of T + 1 events."""
     seq = torch.from_numpy(window)
-    return seq[:-1], seq[1:], torch.tensor(style)  # inputs (T,), targets (T,), style ()
+    pos = np.zeros(len(window), dtype=np.int64)
+    pos[: len(positions)] = positions
+    return seq[:-1], seq[1:], torch.tensor(style), torch.from_numpy(pos[:-1])
 
 
 # --- the Lightning DataModule ------------------------------------------------------------

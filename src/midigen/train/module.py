@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from midigen.data.events import PAD_ID, EventParams
+from midigen.errors import MidigenError
 from midigen.model import EventLSTM, ModelConfig
 
 
@@ -39,17 +40,26 @@ class EventLSTMModule(StagedSteps):
         super().__init__()
         self.save_hyperparameters(logger=False)  # run.py logs the whole flattened config once
         params = EventParams.from_dict(tokenizer)
-        config = ModelConfig.from_dict({**model, "vocab_size": params.vocab_size, "styles": list(styles or [])})
+        sizes = {"vocab_size": params.vocab_size, "styles": list(styles or [])}
+        if model.get("position", "none") != "none":
+            sizes["position_grid"] = params.grid  # positions count the tokenizer's steps
+        config = ModelConfig.from_dict({**model, **sizes})
+        mismatch = config.tokenizer_mismatch(params)
+        if mismatch:
+            raise MidigenError(f"model.position={config.position} needs the beat tokenizer ({mismatch}): "
+                               "use tokenizer=beat, or model.position=none")
         self.hparams.model = config.to_dict()
         self.net = EventLSTM(config)
         self.params = params
 
-    def forward(self, ids: torch.Tensor, style: torch.Tensor | None = None):
-        return self.net(ids, style)
+    def forward(self, ids: torch.Tensor, style: torch.Tensor | None = None, positions: torch.Tensor | None = None):
+        return self.net(ids, style, positions=positions)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        inputs, targets, style = batch  # (B, T), (B, T), (B,)
-        logits, _ = self.net(inputs, style if self.net.num_styles else None)  # (B, T, V)
+        inputs, targets, style = batch[:3]  # (B, T), (B, T), (B,)
+        positions = batch[3] if len(batch) > 3 else None  # (B, T): the DataModule's; a bare batch may have none
+        logits, _ = self.net(inputs, style if self.net.num_styles else None,
+                             positions=positions if self.net.positioned else None)  # (B, T, V)
         flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         valid = flat_targets != PAD_ID
         n = int(valid.sum())
