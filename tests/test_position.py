@@ -183,6 +183,28 @@ def test_training_a_position_model_on_seed_tokens_is_one_clear_line():
         ModelConfig(position="bar")
 
 
+@pytest.mark.parametrize("override,needle", [
+    ("model.position=beat", "model.position=beat needs the beat tokenizer (position='beat' counts beats, and "
+                            "seed-mode tokens have none): use tokenizer=beat, or model.position=none"),
+    ("model.position=bar", "model.position='bar': use one of none, beat"),
+])
+def test_midigen_train_refuses_positions_it_cannot_give_in_one_line(override, needle, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from midigen.cli import main
+
+    from conftest import CORPUS
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    status = main(["train", "experiment=smoke", f"data.root={CORPUS}", f"paths.cache={tmp_path / 'cache'}",
+                   f"paths.outputs={tmp_path / 'out'}", override])  # smoke: seed tokens
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(err) == 1 and needle in err[0], err
+    assert not list((tmp_path / "out").rglob("*.ckpt"))
+
+
 # --- bundles -------------------------------------------------------------------------------------
 
 
