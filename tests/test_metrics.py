@@ -362,13 +362,13 @@ def test_on_beat_counts_from_the_files_own_bar_lines(tmp_path):
                         [p for p, _, _ in notes], TPB)["on_beat"] == pytest.approx(1 / 25)
 
 
-def test_a_note_held_ten_beats_is_a_hanging_note_and_not_usable(tmp_path):
+def test_a_note_held_ten_beats_is_counted_but_a_note_never_released_is_what_fails(tmp_path):
     melody = [(p, i, i + 1) for i, p in enumerate(C_MAJOR_UP_DOWN)]
     held = file_metrics(make_midi(tmp_path / "held.mid", melody + [(48, 0, 10)], tpb=TPB))
     assert held["long_notes"] == 1 and held["hanging_notes"] == 0
-    verdict, reasons = usable(held, reference=0.5, label="real chorale excerpts")
-    assert verdict is False
-    assert reasons == ["hanging notes: 1 note held over 4 beats"]
+    assert usable(held, reference=0.5) == (True, [])  # real music holds notes this long (breves, fermatas)
+    verdict, reasons = usable({**held, "hanging_notes": 1}, reference=0.5, label="real chorale excerpts")
+    assert verdict is False and reasons == ["hanging notes: 1 note never released"]
     # a whole note (4 beats) is music, not a hanging note
     whole = file_metrics(make_midi(tmp_path / "whole.mid", melody + [(48, 0, 4)], tpb=TPB))
     assert whole["long_notes"] == 0
@@ -468,15 +468,15 @@ def test_evaluate_lists_every_file_its_verdict_and_the_worst(tmp_path, capsys):
     quarters = [(p, i, i + 1) for i, p in enumerate(C_MAJOR_UP_DOWN * 2)]
     make_midi(ideas / "on the beat.mid", quarters, tpb=TPB)
     make_midi(ideas / "on the e.mid", [(p, s + 0.25, e + 0.25) for p, s, e in quarters], tpb=TPB)
-    make_midi(ideas / "held.mid", quarters + [(48, 0, 10)], tpb=TPB)
+    make_midi(ideas / "off grid.mid", [(p, s + 0.1, e + 0.1) for p, s, e in quarters[:4]] + quarters[4:], tpb=TPB)
     assert main(["evaluate", str(ideas)]) == 0
     out = capsys.readouterr().out
     rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if line.endswith(("yes", "NO"))}
-    assert set(rows) == {"on the beat.mid", "on the e.mid", "held.mid"}
+    assert set(rows) == {"on the beat.mid", "on the e.mid", "off grid.mid"}
     assert rows["on the beat.mid"].endswith("yes") and rows["on the e.mid"].endswith("NO")
     assert "worst: on the e.mid (on_beat 0.00); 2 of 3 files not usable" in out
     assert "not usable on the e.mid: off the beat: 0.00 of onsets on a beat" in out
-    assert "not usable held.mid: hanging notes: 1 note held over 4 beats" in out
+    assert "not usable off grid.mid: off the grid: 0.87 of onsets and offsets" in out
     assert "on_beat >= 0.20, a fallback: no real excerpts to compare with" in out  # the bound says what it is
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from midigen.errors import MidigenError
-from midigen.evaluation.metrics import LONG_NOTE_BEATS, folder_metrics, midi_files, overlaps
+from midigen.evaluation.metrics import folder_metrics, midi_files, overlaps
 from midigen.evaluation.originality import copy_report
 from midigen.evaluation.reference import USABLE_ON_GRID, judge_files, real_reference
 from midigen.evaluation.style import StyleClassifier, classify_files
@@ -138,8 +138,7 @@ def _verdict_lines(result: dict, name_width: int) -> list[str]:
             lines.append(f"not usable {_shorten(name, name_width)}: " + "; ".join(verdict["reasons"]))
     for name, reason in skipped.items():
         lines.append(f"skipped {name}: {reason}")
-    lines.append(f"usable: on the grid (>= {USABLE_ON_GRID:.2f}), no note never released or held over "
-                 f"{LONG_NOTE_BEATS:g} beats, {judged['basis']}")
+    lines.append(f"usable: on the grid (>= {USABLE_ON_GRID:.2f}), no note never released, {judged['basis']}")
     return lines
 
 
