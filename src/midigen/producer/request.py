@@ -141,30 +141,23 @@ class GenerateRequest:
 # --- parsing loosely typed values ----------------------------------------------------------
 
 
-def _integer(name: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise RequestError(name, value, "use a whole number")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise RequestError(name, value, "use a whole number")
+def _number_of(kind: type, words: str):  # noqa: ANN202 - a parser of `kind` (int or float) for PARSERS
+    accepted = numbers.Integral if kind is int else numbers.Real
+
+    def parse(name: str, value: object) -> int | float:
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            return kind(value)
+        if isinstance(value, str):
+            try:
+                return kind(value.strip())
+            except ValueError:
+                pass
+        raise RequestError(name, value, words)
+
+    return parse
 
 
-def _number(name: str, value: object) -> float:
-    if isinstance(value, bool):
-        raise RequestError(name, value, "use a number")
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise RequestError(name, value, "use a number")
+_integer, _number = _number_of(int, "use a whole number"), _number_of(float, "use a number")
 
 
 def _text(name: str, value: object) -> str:
