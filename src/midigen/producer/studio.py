@@ -306,7 +306,7 @@ class Studio:
 
     def add_clip(self, data: bytes, name: str) -> dict:
         """An uploaded MIDI clip, checked the way --primer is (`primer_ids`), under a name the server picks."""
-        from midigen.producer.generate import primer_ids
+        from midigen.producer.clip import primer_ids
 
         label = _display_name(name)
         if not data:
