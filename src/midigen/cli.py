@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the baselines")
     bench.add_argument("--quick", action="store_true", help="smaller sizes; the whole run in about 3 minutes")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    bench.add_argument("--only", metavar="GROUPS", help="comma-separated row groups: tokenize,training,sampling,generate,memory,audio")
+    bench.add_argument("--only", metavar="GROUPS", help="comma-separated row groups: tokenize,training,sampling,generate,memory,audio,studio")
     bench.set_defaults(func=_cmd_bench)
 
     kern = sub.add_parser("kernels", help="the native sampling kernels: build them for this machine, or check")
