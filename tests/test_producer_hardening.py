@@ -151,6 +151,16 @@ def test_the_default_seed_is_fresh_and_printed(capsys, tmp_path):
         (tmp_path / f"midigen_s{seeds[0]}_01.mid").read_bytes()
 
 
+def test_the_dance_group_is_the_even_blend_of_the_dance_tune_styles():
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.clip import style_weights
+
+    bundle = load_bundle(PRETRAINED)
+    weights = dict(zip(bundle.styles, style_weights(bundle, {"dance": 1.0, "chorale": 1.0}).tolist()))
+    assert weights["chorale"] == 1.0 and weights["folk"] == 0.0
+    assert all(weights[s] == pytest.approx(0.2) for s in ("fiddle", "irish", "scottish", "northumbrian", "fife"))
+
+
 def test_a_unicode_name_is_kept_in_the_file_name(capsys, tmp_path):
     status, out, err = cli(capsys, "generate", "--model", str(PRETRAINED), "--num", "1", "--bars", "1",
                            "--name", "idée_日本", "--seed", "2", "--out", str(tmp_path))

@@ -70,7 +70,13 @@ def random_starts(req: GenerateRequest) -> list[int]:
     return starts.tolist()
 
 
+# Styles a listener (and a style classifier, on real music) hardly tells apart: naming the group
+# asks for the even blend of the members the model knows (experiments/style_study/REPORT.md).
+STYLE_GROUPS = {"dance": ("fiddle", "irish", "scottish", "northumbrian", "fife")}
+
+
 def style_weights(bundle, style: dict[str, float] | None):  # noqa: ANN001, ANN201 - a (S,) tensor or None
+    """Style weights over the model's styles, a group (`dance`) spread evenly over its members."""
     import torch
 
     if not style:
@@ -78,10 +84,22 @@ def style_weights(bundle, style: dict[str, float] | None):  # noqa: ANN001, ANN2
     known = bundle.styles
     if not known:
         raise MidigenError("this model was trained without styles; leave out --style")
+    style = _expand_groups(style, known)
     unknown = sorted(set(style) - set(known))
     if unknown:
-        raise MidigenError(f"unknown style {', '.join(unknown)}: this model knows {', '.join(known)}")
+        groups = [g for g, members in STYLE_GROUPS.items() if any(m in known for m in members)]
+        also = f" (and the group{'s' if len(groups) > 1 else ''} {', '.join(groups)})" if groups else ""
+        raise MidigenError(f"unknown style {', '.join(unknown)}: this model knows {', '.join(known)}{also}")
     return torch.tensor([style.get(s, 0.0) for s in known], dtype=torch.float32)
+
+
+def _expand_groups(style: dict[str, float], known: list[str]) -> dict[str, float]:
+    expanded: dict[str, float] = {}
+    for name, weight in style.items():
+        members = [m for m in STYLE_GROUPS.get(name, ()) if m in known] if name not in known else []
+        for member, share in ([(m, weight / len(members)) for m in members] if members else [(name, weight)]):
+            expanded[member] = expanded.get(member, 0.0) + share
+    return expanded
 
 
 def primer_ids(path: str, params, label: str | None = None) -> np.ndarray:  # noqa: ANN001
