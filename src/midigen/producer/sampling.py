@@ -364,7 +364,9 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     if bar is not None:
         # A context is counted from its own start; a primer and a random start's note open the clip, on
         # a bar line; a model start's warm-up beat is the last beat of the bar before it.
-        opens_at = (opts.context_start if has_context else -total_steps(prefix[0], params) if model_start else 0)
+        opens_at = opts.context_start if has_context else 0
+        if model_start:
+            opens_at = -total_steps(prefix[0], params)
         prefix_at = bar_positions(prefix[0], params, bar, opens_at)
     stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native, prefix_at)
     tracker = _Tracker(B, params, opts)
