@@ -35,11 +35,14 @@ def fp16_gap(full, half, corpus) -> dict:  # noqa: ANN001 - two Bundles and a To
     with torch.no_grad():
         for f in corpus.split("test"):
             ids = torch.from_numpy(np.asarray(corpus.tokens[f["offset"]:f["offset"] + f["length"]]).astype(np.int64))
+            at = (torch.from_numpy(np.asarray(corpus.positions[f["offset"]:f["offset"] + f["length"]]).astype(np.int64))
+                  if corpus.positions is not None else torch.zeros_like(ids))  # bar positions, for a position model
             style = torch.tensor([full.styles.index(f["style"])]) if f["style"] in full.styles else None
             for start in range(0, ids.numel() - 1, WINDOW):
                 window = ids[start:start + WINDOW + 1]
-                inputs, targets = window[:-1][None], window[1:]
-                la, lb = full.model(inputs, style)[0][0], half.model(inputs, style)[0][0]
+                inputs, targets, where = window[:-1][None], window[1:], at[start:start + WINDOW][None]
+                la = full.model(inputs, style, positions=where)[0][0]
+                lb = half.model(inputs, style, positions=where)[0][0]
                 nll["fp32"] += float(F.cross_entropy(la, targets, reduction="sum"))
                 nll["fp16"] += float(F.cross_entropy(lb, targets, reduction="sum"))
                 agree += int((la.argmax(-1) == lb.argmax(-1)).sum())

@@ -315,16 +315,26 @@ def sequences(corpus, split: str, style: str) -> list[np.ndarray]:  # noqa: ANN0
             for f in corpus.split(split) if f["style"] == style]
 
 
+def positions(corpus, split: str, style: str) -> list[np.ndarray] | None:  # noqa: ANN001
+    """Each file's bar positions (what a position-aware model reads beside its events), as `sequences`; None in seed mode."""
+    if corpus.positions is None:
+        return None
+    return [np.asarray(corpus.positions[f["offset"]:f["offset"] + f["length"]], dtype=np.int64)
+            for f in corpus.split(split) if f["style"] == style]
+
+
 def count_notes(seqs: list[np.ndarray]) -> int:
     from midigen.data.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET
 
     return int(sum(np.count_nonzero((s >= NOTE_ON_OFFSET) & (s < NOTE_OFF_OFFSET)) for s in seqs))
 
 
-def model_nll(model, seqs: list[np.ndarray], style_weights, batch: int = NLL_BATCH) -> tuple[float, int]:  # noqa: ANN001
+def model_nll(model, seqs: list[np.ndarray], style_weights, batch: int = NLL_BATCH,  # noqa: ANN001
+              bar_positions: list[np.ndarray] | None = None) -> tuple[float, int]:
     """(total NLL in nats, events predicted) of events 2..N of every sequence, teacher-forced.
 
-    `style_weights`: (1, S) weights over the model's styles. Files go `batch` at a time,
+    `style_weights`: (1, S) weights over the model's styles; `bar_positions`: each sequence's
+    positions, for a position-aware model. Files go `batch` at a time,
     sorted by length and padded at their ends (padding is never a target, and comes after the
     file's last prediction, so it changes nothing); NLL_CHUNK events per forward pass, the LSTM
     state carried from chunk to chunk, so every event sees its whole file before it."""
@@ -341,16 +351,21 @@ def model_nll(model, seqs: list[np.ndarray], style_weights, batch: int = NLL_BAT
             if not group:
                 continue
             length = max(s.size for s in group)
+            rows = [i for i in order[first:first + batch] if seqs[i].size >= 2]
             ids = torch.full((len(group), length), PAD_ID, dtype=torch.int64)  # (B, L)
+            at = torch.zeros((len(group), length), dtype=torch.int64)  # (B, L) bar positions
             targets = torch.full((len(group), length - 1), -100, dtype=torch.int64)  # (B, L-1); -100: not scored
             for row, seq in enumerate(group):
                 ids[row, :seq.size] = torch.from_numpy(seq)
                 targets[row, :seq.size - 1] = torch.from_numpy(seq[1:])
+                if bar_positions is not None:
+                    at[row, :seq.size] = torch.from_numpy(bar_positions[rows[row]])
             style = style_weights.expand(len(group), -1)  # (B, S)
             state = None
             for start in range(0, length - 1, NLL_CHUNK):
                 chunk_targets = targets[:, start:start + NLL_CHUNK]  # (B, T')
-                logits, state = model(ids[:, start:start + NLL_CHUNK], style, state)  # (B, T, V), T' <= T
+                logits, state = model(ids[:, start:start + NLL_CHUNK], style, state,
+                                      positions=at[:, start:start + NLL_CHUNK])  # (B, T, V), T' <= T
                 logits = logits[:, :chunk_targets.shape[1]]
                 total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk_targets.reshape(-1),
                                                ignore_index=-100, reduction="sum"))
@@ -383,7 +398,7 @@ def heldout_nll(bundle, corpus, styles: list[str], order: int = NGRAM_ORDER) -> 
             continue
         notes = count_notes(test)
         weights = torch.eye(len(bundle.styles))[bundle.styles.index(style)][None]  # (1, S)
-        m_total, m_events = model_nll(bundle.model, test, weights)
+        m_total, m_events = model_nll(bundle.model, test, weights, bar_positions=positions(corpus, "test", style))
         ngram = NGramModel.fit(train, order, bundle.params.vocab_size)
         n_total, n_events = ngram_nll(ngram, test)
         rows[style] = {"test_files": len(test), "train_files": len(train), "notes": notes, "events": m_events,

@@ -102,6 +102,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if params.vocab_size != config.vocab_size:
         raise MidigenError(f"{folder}: {TOKENIZER} has {params.vocab_size} events but {CONFIG} a model of "
                            f"{config.vocab_size}: the files come from different models")
+    mismatch = config.tokenizer_mismatch(params)
+    if mismatch:
+        raise MidigenError(f"{folder}: {mismatch}")
     model = EventLSTM(config)
     model.load_state_dict(_weights(folder / WEIGHTS, model))
     return Bundle(model.eval(), params, meta, folder)
@@ -110,7 +113,8 @@ def load_bundle(path: str | Path) -> Bundle:
 # Sizes a midigen model folder may declare (a larger one is a broken or hostile file, not a model:
 # hidden 10^7 would ask for petabytes before anything could fail).
 MODEL_LIMITS = {"vocab_size": (2, 100_000), "hidden_size": (1, 8192), "num_layers": (1, 16),
-                "embedding_dim": (1, 8192), "style_dim": (1, 1024)}
+                "embedding_dim": (1, 8192), "style_dim": (1, 1024), "position_dim": (1, 1024),
+                "position_grid": (1, 960), "position_bar_beats": (1, 64)}
 
 
 def _read_json_object(path: Path) -> dict:

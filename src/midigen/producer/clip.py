@@ -29,14 +29,13 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
     params = bundle.params
     style = style_weights(bundle, req.style)
     primer = primer_ids(req.primer, params) if req.primer else None
-    context = primer_ids(req.context, params, f"context {req.context}")[-CONTEXT_EVENTS:] if req.context else None
+    context, context_start = context_tail(req.context, params)
     towards = None
     if req.towards is not None:
         t = req.towards
-        towards = Towards(context=primer_ids(t["context"], params, f"context {t['context']}")[-CONTEXT_EVENTS:]
-                          if t.get("context") else None,
-                          style=style_weights(bundle, t.get("style")), weight=float(t.get("weight", 0.5)),
-                          mix=t.get("mix", "geometric"))
+        own, own_start = context_tail(t.get("context"), params)
+        towards = Towards(context=own, context_start=own_start, style=style_weights(bundle, t.get("style")),
+                          weight=float(t.get("weight", 0.5)), mix=t.get("mix", "geometric"))
     spb = params.steps_per_beat(req.bpm)  # steps per beat
     end_tick = max_steps = None
     if req.bars is not None:
@@ -51,8 +50,19 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
-        kernels=req.kernels, context=context, towards=towards)
+        kernels=req.kernels, context=context, context_start=context_start, towards=towards)
     return opts, end_tick
+
+
+def context_tail(path: str | None, params) -> tuple[np.ndarray | None, int]:  # noqa: ANN001
+    """The last CONTEXT_EVENTS events of a MIDI file (its end, where every note is closed) and the
+    steps before them: where the tail starts in its file's bars, for a position-aware model."""
+    from midigen.data.events import total_steps
+
+    if not path:
+        return None, 0
+    ids = primer_ids(path, params, f"context {path}")
+    return ids[-CONTEXT_EVENTS:], total_steps(ids[:-CONTEXT_EVENTS], params)
 
 
 def random_starts(req: GenerateRequest) -> list[int]:

@@ -202,12 +202,14 @@ class Towards:
     the two next-event distributions: `mix="geometric"`, p_A^(1-weight) * p_B^weight (the
     logits mixed: events both like), or `"arithmetic"`, (1-weight) p_A + weight p_B (each event
     from one or the other). Weight 0 is the first conditioning alone, 1 the second alone.
+    `context_start`: as `SamplingOptions.context_start`, for this context.
     """
 
     context: np.ndarray | None = None
     style: torch.Tensor | None = None
     weight: float = 0.5
     mix: str = "geometric"
+    context_start: int = 0
 
 
 class _Tracker:
