@@ -126,6 +126,40 @@ def render_notes(start, end, pitch, velocity=None, sample_rate: int = DEFAULT_SA
     by the recurrence sin((k+1)x) = 2 cos(x) sin(kx) - sin((k-1)x), so one sin and one cos per
     sample make all of them. Only the final mix into the timeline loops, once per note.
     """
+    notes, n_out = _piano_notes(start, end, pitch, velocity, sample_rate, duration)
+    out = np.zeros(n_out, np.float32)
+    if notes is None:
+        return out
+    phase, envelope, step = _phase_and_envelope(notes, sample_rate)  # (S,) each, S = notes.lengths.sum()
+    tone = _sum_partials(phase, step, notes)  # (S,); phase's buffer is reused there
+    tone *= envelope
+    for begin, offset, length in zip(notes.first.tolist(), notes.offsets.tolist(), notes.lengths.tolist()):
+        out[begin:begin + length] += tone[offset:offset + length]  # (n_out,)
+    return _normalise(out)
+
+
+@dataclass(frozen=True)
+class _PianoNotes:
+    """The notes that sound, one entry per note in each array: what the piano needs of each."""
+
+    freq: np.ndarray  # Hz, float64
+    audible: np.ndarray  # how many partials lie below Nyquist (with margin), int64, >= 1
+    decay_rate: np.ndarray  # 1/s: the fundamental's amplitude falls by 1/e in 1/decay_rate seconds
+    gate: np.ndarray  # seconds held
+    loudness: np.ndarray  # amplitude, from velocity
+    rolloff: np.ndarray  # partial k sounds at rolloff**(k-1) of the fundamental
+    first: np.ndarray  # the note's first sample in the output, int64
+    lengths: np.ndarray  # samples computed: its ring and release, cut at the output's end, int64
+    offsets: np.ndarray  # where its samples start in the flat (S,) arrays, int64
+
+
+def _piano_notes(start, end, pitch, velocity, sample_rate: int,
+                 duration: float | None) -> tuple[_PianoNotes | None, int]:
+    """`render_notes`' arguments -> the notes that sound (None if none does) and the output's length in samples.
+
+    Left out: zero-length notes, notes before 0 s or starting after `duration`, and notes whose
+    fundamental lies above Nyquist (it would alias). Velocity is clipped to 1-127.
+    """
     start = np.asarray(start, np.float64).ravel()
     end = np.asarray(end, np.float64).ravel()
     pitch = np.asarray(pitch, np.float64).ravel()
@@ -135,41 +169,47 @@ def render_notes(start, end, pitch, velocity=None, sample_rate: int = DEFAULT_SA
     n_out = max(1, int(np.ceil(duration * sample_rate - 1e-6)))  # float noise in a length adds no sample
     keep = (end > start) & (start >= 0) & (np.rint(start * sample_rate) < n_out)
     start, end, pitch, velocity = start[keep], end[keep], pitch[keep], np.clip(velocity[keep], 1, 127)
-    out = np.zeros(n_out, np.float32)
     if start.size == 0:
-        return out
+        return None, n_out
 
-    # Per note (float64, then float32 for the per-sample work).
     freq = 440.0 * 2.0 ** ((pitch - 69) / 12)  # Hz
     audible = np.floor(0.45 * sample_rate / freq).astype(np.int64)  # partials below Nyquist, with margin
     if not audible.all():  # a fundamental above Nyquist would alias: leave that note out
         keep = audible > 0
         start, end, pitch, velocity, freq, audible = (a[keep] for a in (start, end, pitch, velocity, freq, audible))
         if start.size == 0:
-            return out
+            return None, n_out
     decay_rate = DECAY_OCTAVE_FACTOR ** ((pitch - 60) / 12) / DECAY_AT_C4  # 1/s
     gate = end - start  # seconds held
     first = np.rint(start * sample_rate).astype(np.int64)
     ring = np.minimum(gate, SILENT_AFTER_TAUS / decay_rate) + RELEASE_SECONDS
     lengths = np.minimum(np.ceil(ring * sample_rate).astype(np.int64), n_out - first)
     loudness = (velocity / 127) ** 1.7
-    # Partial k sounds at rolloff**(k-1) of the fundamental: a harder strike is brighter.
-    rolloff = 0.25 + 0.35 * velocity / 127
+    rolloff = 0.25 + 0.35 * velocity / 127  # a harder strike is brighter
+    return _PianoNotes(freq, audible, decay_rate, gate, loudness, rolloff, first, lengths,
+                       offsets=np.cumsum(lengths) - lengths), n_out
 
-    def spread(per_note: np.ndarray, dtype=np.float32) -> np.ndarray:
-        return np.repeat(per_note.astype(dtype), lengths)  # (S,)
 
-    offsets = np.cumsum(lengths) - lengths
-    local = np.arange(int(lengths.sum()), dtype=np.int32)  # (S,) sample index within its note
-    local -= np.repeat(offsets.astype(np.int32), lengths)
+def _spread(per_note: np.ndarray, notes: _PianoNotes, dtype=np.float32) -> np.ndarray:
+    """A per-note value repeated over each of that note's samples: (notes,) -> (S,)."""
+    return np.repeat(per_note.astype(dtype), notes.lengths)  # (S,)
+
+
+def _phase_and_envelope(notes: _PianoNotes, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample of every note, float32 (S,) each: the fundamental's phase in radians [0, 2 pi),
+    the amplitude envelope (attack, decay, release after note-off, loudness), and `step`, the
+    ratio of partial k+1 to partial k (rolloff, and the higher partials' faster decay).
+    """
+    local = np.arange(int(notes.lengths.sum()), dtype=np.int32)  # (S,) sample index within its note
+    local -= np.repeat(notes.offsets.astype(np.int32), notes.lengths)
     t = local.astype(np.float32)
     # Phase in cycles stays below ~3000 (high notes decay sooner), within float32's precision.
-    phase = t * spread(freq / sample_rate)
+    phase = t * _spread(notes.freq / sample_rate, notes)
     phase -= np.floor(phase)
     phase *= np.float32(2 * np.pi)  # (S,) radians in [0, 2 pi)
     t /= np.float32(sample_rate)  # (S,) seconds since the onset
-    decay = t * spread(decay_rate)  # (S,) time constants elapsed
-    held_past = t - spread(gate)
+    decay = t * _spread(notes.decay_rate, notes)  # (S,) time constants elapsed
+    held_past = t - _spread(notes.gate, notes)
     np.maximum(held_past, 0.0, out=held_past)  # seconds since note-off, 0 while held
     held_past /= np.float32(RELEASE_TAU)
     held_past += decay
@@ -177,19 +217,25 @@ def render_notes(start, end, pitch, velocity=None, sample_rate: int = DEFAULT_SA
     t /= np.float32(ATTACK_SECONDS)
     np.minimum(t, 1.0, out=t)
     envelope *= t
-    envelope *= spread(loudness)
+    envelope *= _spread(notes.loudness, notes)
     decay *= np.float32(-PARTIAL_DECAY)
     step = np.exp(decay)  # (S,) partial k+1 / partial k
-    step *= spread(rolloff)
-    del t, decay, held_past
+    step *= _spread(notes.rolloff, notes)
+    return phase, envelope, step
 
+
+def _sum_partials(phase: np.ndarray, step: np.ndarray, notes: _PianoNotes) -> np.ndarray:
+    """sin(x) + step sin(2x) + step**2 sin(3x) + ... up to PARTIALS, each note only up to its
+    `audible` partial: (S,) float32, before the envelope. Overwrites `phase` (its buffer is reused).
+    """
     sin_k = np.sin(phase)  # sin(k x), from k = 1
     twice_cos = np.cos(phase)
     twice_cos *= 2
     sin_before = phase  # reused: sin((k-1) x), from k = 1
     sin_before[:] = 0.0
     tone, weight, scratch = sin_k.copy(), step.copy(), np.empty_like(sin_k)
-    top = spread(audible, np.int16) if audible.min() < PARTIALS else None
+    audible = notes.audible
+    top = _spread(audible, notes, np.int16) if audible.min() < PARTIALS else None
     for k in range(2, PARTIALS + 1):
         np.multiply(twice_cos, sin_k, out=scratch)
         np.subtract(scratch, sin_before, out=sin_before)  # now sin(k x)
@@ -200,10 +246,7 @@ def render_notes(start, end, pitch, velocity=None, sample_rate: int = DEFAULT_SA
         if top is not None and audible.min() < k:
             scratch *= top >= k
         tone += scratch
-    tone *= envelope
-    for begin, offset, length in zip(first.tolist(), offsets.tolist(), lengths.tolist()):
-        out[begin:begin + length] += tone[offset:offset + length]
-    return _normalise(out)
+    return tone
 
 
 def _normalise(samples: np.ndarray) -> np.ndarray:

@@ -45,10 +45,15 @@ import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from midigen.errors import MidigenError, first_line
 from midigen.producer.request import KERNELS, STARTS, GenerateRequest, file_stem
 from midigen.producer.theory import SCALES
+
+if TYPE_CHECKING:  # the app's types; Starlette itself is imported only when the app is made
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 STATIC = Path(__file__).with_name("static")
 HOST = "127.0.0.1"  # never another interface: the page writes files and reads the model's folder
@@ -467,108 +472,146 @@ def _plain(value: object) -> object:
 
 
 def create_app(studio: Studio):  # noqa: ANN201 - a Starlette app
-    """The Starlette app around `studio`: the page, its API, and the ideas' files."""
+    """The Starlette app around `studio`: the page, its API, and the ideas' files.
+
+    Guards, outermost first: the Host must be 127.0.0.1 or localhost (TrustedHostMiddleware), every
+    response carries the security headers (`_SecurityHeaders`), and every route but the static files
+    goes through `_answer` (the POST header check and the one-line errors).
+    """
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+
+    return Starlette(routes=_routes(studio),
+                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost"]),
+                                 Middleware(_SecurityHeaders)])
+
+
+def _routes(studio: Studio) -> list:
+    """The URL table in the module's docstring; each endpoint is wrapped by `_answer` here, so none can miss it."""
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    def answer(fn):  # noqa: ANN001, ANN202
-        """A user's mistake is its one line with its 4xx; anything else is logged and a 500 with one line."""
+    endpoints = _Endpoints(studio)
+    table = [  # (path, endpoint, methods; None = GET)
+        ("/", endpoints.index, None),
+        ("/api/model", endpoints.model, ["GET", "POST"]),
+        ("/api/generate", _json_post(studio.generate), ["POST"]),
+        ("/api/interpolate", _json_post(studio.interpolate), ["POST"]),
+        ("/api/keep", _json_post(studio.keep), ["POST"]),
+        ("/api/clips", endpoints.upload, ["POST"]),
+        ("/api/clips/idea", _json_post(studio.clip_from_idea), ["POST"]),
+        ("/ideas/{idea}/{kind}/{name}", endpoints.idea_file, None),
+        ("/ideas/{idea}/{kind}", endpoints.idea_file, None),
+    ]
+    return [*(Route(path, _answer(endpoint), methods=methods) for path, endpoint, methods in table),
+            Mount("/static", StaticFiles(directory=STATIC), name="static")]
 
-        @functools.wraps(fn)
-        async def endpoint(request: Request) -> Response:
-            try:
-                if request.method == "POST" and request.headers.get(HEADER) != "1":
-                    return JSONResponse({"error": f"a studio request carries the {HEADER} header"}, 403)
-                return await fn(request)
-            except StudioError as exc:
-                return JSONResponse({"error": str(exc)}, exc.status)
-            except MidigenError as exc:
-                return JSONResponse({"error": str(exc)}, 400)
-            except Exception as exc:  # noqa: BLE001 - our bug: say so, log it, keep serving
-                traceback.print_exc()
-                return JSONResponse({"error": f"internal error, please report it: {type(exc).__name__}: "
-                                              f"{first_line(exc)[:300]}"}, 500)
 
-        return endpoint
+def _answer(fn):  # noqa: ANN001, ANN202
+    """A user's mistake is its one line with its 4xx; anything else is logged and a 500 with one line.
 
-    async def body_bytes(request: Request, limit: int, what: str) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise TooLarge(f"{what}: {int(declared) / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > limit:
-                raise TooLarge(f"{what}: over the {limit / 1e6:.0f} MB limit")
-        return bytes(data)
+    Also the CSRF guard: a POST without the HEADER header is refused (403) before `fn` runs.
+    """
+    from starlette.responses import JSONResponse
 
-    async def body_json(request: Request) -> dict:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            raise StudioError("send JSON (Content-Type: application/json)")
-        data = await body_bytes(request, MAX_JSON_BYTES, "request")
+    @functools.wraps(fn)
+    async def endpoint(request: Request) -> Response:
         try:
-            value = json.loads(data or b"{}")
-        except ValueError:
-            raise StudioError("the request is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise StudioError("the request must be a JSON object")
-        return value
+            if request.method == "POST" and request.headers.get(HEADER) != "1":
+                return JSONResponse({"error": f"a studio request carries the {HEADER} header"}, 403)
+            return await fn(request)
+        except StudioError as exc:
+            return JSONResponse({"error": str(exc)}, exc.status)
+        except MidigenError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        except Exception as exc:  # noqa: BLE001 - our bug: say so, log it, keep serving
+            traceback.print_exc()
+            return JSONResponse({"error": f"internal error, please report it: {type(exc).__name__}: "
+                                          f"{first_line(exc)[:300]}"}, 500)
 
-    def json_post(method):  # noqa: ANN001, ANN202 - a Studio method taking the JSON body
-        async def endpoint(request: Request) -> Response:
-            return JSONResponse(await run_in_threadpool(method, await body_json(request)))
+    return endpoint
 
-        return answer(endpoint)
 
-    @answer
-    async def index(request: Request) -> Response:
+def _json_post(method):  # noqa: ANN001, ANN202 - a Studio method taking the JSON body
+    """An endpoint that answers with `method(the request's JSON object)`, run off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(method, await _body_json(request)))
+
+    return endpoint
+
+
+async def _body_bytes(request: Request, limit: int, what: str) -> bytes:
+    """The request's body; TooLarge (naming `what`) as soon as it is declared or read past `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"{what}: {int(declared) / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge(f"{what}: over the {limit / 1e6:.0f} MB limit")
+    return bytes(data)
+
+
+async def _body_json(request: Request) -> dict:
+    """The request's JSON object (an empty body is {}); StudioError for another content type or not an object."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise StudioError("send JSON (Content-Type: application/json)")
+    data = await _body_bytes(request, MAX_JSON_BYTES, "request")
+    try:
+        value = json.loads(data or b"{}")
+    except ValueError:
+        raise StudioError("the request is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise StudioError("the request must be a JSON object")
+    return value
+
+
+class _Endpoints:
+    """The endpoints that are more than a Studio method on a JSON body: the page, the model, uploads, files."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    async def index(self, request: Request) -> Response:
+        from starlette.responses import FileResponse
+
         return FileResponse(STATIC / "studio.html", media_type="text/html")
 
-    @answer
-    async def model(request: Request) -> Response:
+    async def model(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
         if request.method == "POST":
-            body = await body_json(request)
-            return JSONResponse(await run_in_threadpool(studio.load_model, body.get("ref")))
-        return JSONResponse(studio.model_info())
+            body = await _body_json(request)
+            return JSONResponse(await run_in_threadpool(self.studio.load_model, body.get("ref")))
+        return JSONResponse(self.studio.model_info())
 
-    @answer
-    async def upload(request: Request) -> Response:
+    async def upload(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
         name = request.query_params.get("name") or "clip.mid"
-        data = await body_bytes(request, MAX_UPLOAD_BYTES, _display_name(name))
-        return JSONResponse(await run_in_threadpool(studio.add_clip, data, name))
+        data = await _body_bytes(request, MAX_UPLOAD_BYTES, _display_name(name))
+        return JSONResponse(await run_in_threadpool(self.studio.add_clip, data, name))
 
-    @answer
-    async def idea_file(request: Request) -> Response:
-        idea = studio.idea(request.path_params["idea"])
+    async def idea_file(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import FileResponse
+
+        idea = self.studio.idea(request.path_params["idea"])
         kind = request.path_params["kind"]
         if kind == "midi" and request.path_params.get("name") == idea.name:
             return FileResponse(idea.midi, media_type="audio/midi", filename=idea.name)
         if kind == "audio.wav":
             return FileResponse(idea.audio, media_type="audio/wav")
         if kind == "roll.png":
-            return FileResponse(await run_in_threadpool(studio.roll, idea.id), media_type="image/png")
+            return FileResponse(await run_in_threadpool(self.studio.roll, idea.id), media_type="image/png")
         raise NotFound(f"{request.url.path}: no such file of idea {idea.id}")
-
-    routes = [
-        Route("/", index),
-        Route("/api/model", model, methods=["GET", "POST"]),
-        Route("/api/generate", json_post(studio.generate), methods=["POST"]),
-        Route("/api/interpolate", json_post(studio.interpolate), methods=["POST"]),
-        Route("/api/keep", json_post(studio.keep), methods=["POST"]),
-        Route("/api/clips", upload, methods=["POST"]),
-        Route("/api/clips/idea", json_post(studio.clip_from_idea), methods=["POST"]),
-        Route("/ideas/{idea}/{kind}/{name}", idea_file),
-        Route("/ideas/{idea}/{kind}", idea_file),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ]
-    return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost"]),
-                                                Middleware(_SecurityHeaders)])
 
 
 class _SecurityHeaders:
