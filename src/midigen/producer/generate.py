@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from midigen.data.midi_io import BEATS_PER_BAR, TICKS_PER_BEAT
-from midigen.producer.clip import (clip_name, cut_at_bar, least_copied, midi_bytes, originality_guard,  # noqa: F401
-                                   primer_ids, sampling_options, style_weights, whole_bars)
+from midigen.producer.clip import (clip_name, cut_at_bar, least_copied, midi_bytes, originality_guard,
+                                   primer_ids, sampling_options, whole_bars)
 from midigen.producer.request import CLIP_FIELDS, GENERATE_FIELDS, GenerateRequest, add_request_arguments, request_from_args
 
 
@@ -49,6 +49,17 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
     return results
 
 
+def _check_primer_fits(req: GenerateRequest, params, sections: int, section_bars: int) -> None:  # noqa: ANN001
+    from midigen.data.events import total_steps
+    from midigen.errors import MidigenError
+
+    primer_bars = total_steps(primer_ids(req.primer, params), params) / (BEATS_PER_BAR * params.steps_per_beat(req.bpm))
+    if primer_bars >= section_bars:
+        raise MidigenError(f"--primer {req.primer} ({primer_bars:.3g} bars) is as long as a section of --form "
+                           f"{req.form} ({req.bars} bars / {sections} = {section_bars}) or longer: ask "
+                           "for more --bars or use a shorter clip")
+
+
 def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
     """`generate_batch` for a request with a form: the same result per file (name, midi, ids,
     notes, copy, end_tick, cut_at_bar), where
@@ -61,8 +72,8 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
       on its event budget (a variation keeps its source's lower notes to its end)."""
     from midigen.data.events import encode_notes
     from midigen.data.midi_io import ids_to_ticks
-    from midigen.errors import MidigenError
-    from midigen.producer.form import (MIN_NOTE_TICKS, VARIATION_CANDIDATES, _cut_bar, _joined, _shifted, _ticks_to_steps, _vary, clip_ids, parse_form, section_seed)
+    from midigen.producer.form import (MIN_NOTE_TICKS, VARIATION_CANDIDATES, _cut_bar, _joined, _shifted,
+                                       _ticks_to_steps, _vary, clip_ids, parse_form, section_seed)
     from midigen.producer.sampling import sample
 
     params = bundle.params
@@ -71,13 +82,7 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
     section_ticks = section_bars * BEATS_PER_BAR * TICKS_PER_BEAT
     first_req = req.but(bars=section_bars, form=None)
     if req.primer:
-        from midigen.data.events import total_steps
-
-        primer_bars = total_steps(primer_ids(req.primer, params), params) / (BEATS_PER_BAR * params.steps_per_beat(req.bpm))
-        if primer_bars >= section_bars:
-            raise MidigenError(f"--primer {req.primer} ({primer_bars:.3g} bars) is as long as a section of --form "
-                               f"{req.form} ({req.bars} bars / {len(sections)} = {section_bars}) or longer: ask "
-                               "for more --bars or use a shorter clip")
+        _check_primer_fits(req, params, len(sections), section_bars)
     opts, _ = sampling_options(bundle, first_req)
     index, bound = originality_guard(bundle, req.max_copy)
     # A request's context came before the clip, so it comes before the clip so far too: the clip's

@@ -341,23 +341,9 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     machine (matmul rounding differs between CPUs and BLAS builds, and so can a rare draw).
     """
     model.eval()
-    B, V = opts.num, params.vocab_size
+    B = opts.num
     gen = torch.Generator().manual_seed(int(opts.seed))
-    has_context = opts.context is not None and len(opts.context) > 0
-    has_primer = opts.primer is not None and len(opts.primer) > 0
-    if has_context and has_primer:
-        raise ValueError("a context and a primer exclude each other")
-    model_start = not (has_context or has_primer) and opts.start == "model"
-    if has_context:
-        prefix = np.broadcast_to(np.asarray(opts.context, dtype=np.int64), (B, len(opts.context)))
-    elif has_primer:
-        prefix = np.broadcast_to(np.asarray(opts.primer, dtype=np.int64), (B, len(opts.primer)))
-    elif model_start:  # a neutral input, read but not written or timed (see the module docstring)
-        prefix = np.full((B, 1), neutral_start(params), dtype=np.int64)
-    else:
-        low, high = opts.note_range or (36, 99)
-        starts = opts.start_pitches or torch.randint(low, high + 1, (B,), generator=gen).tolist()
-        prefix = np.asarray([[NOTE_ON_OFFSET + int(p)] for p in starts], dtype=np.int64)
+    prefix, has_context, model_start = _prefix(opts, params, gen)
     warm_only = has_context or model_start  # the prefix warms the state and is not part of the clip
     use_native = kernels.resolve(opts.kernels)
     precision = resolve_precision(opts.precision)
@@ -388,31 +374,9 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
 
     ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); each sampled id is written back into it
     logits = stepper.step(ids, clip_positions()).numpy()  # (B, V), a view of the stepper's buffer: masked in place
-    partner = None
+    step_partner = None
     if opts.towards is not None:
-        towards = opts.towards
-        own, own_at = prefix[0], prefix_at
-        if towards.context is not None and len(towards.context):
-            own = np.asarray(towards.context)
-            own_at = None if bar is None else bar_positions(own, params, bar, towards.context_start)
-        partner = _warmed(model, towards.style, own, B, precision, use_native, own_at)
-        partner_logits = torch.from_numpy(logits)
-        weight = float(towards.weight)
-        if towards.mix not in MIXES:
-            raise ValueError(f"mix={towards.mix!r}: use one of {', '.join(MIXES)}")
-        arithmetic = towards.mix == "arithmetic" and 0.0 < weight < 1.0
-        log_a, log_b = (float(np.log1p(-weight)), float(np.log(weight))) if arithmetic else (0.0, 0.0)
-
-        def step_partner(step_ids: torch.Tensor, step_positions: torch.Tensor | None) -> None:  # into `logits`
-            other = partner.step(step_ids, step_positions)
-            if arithmetic:  # log((1-w) softmax(a) + w softmax(b))
-                torch.logaddexp(torch.log_softmax(partner_logits, -1).add_(log_a),
-                                torch.log_softmax(other, -1).add_(log_b), out=partner_logits)
-            else:  # geometric, and either end of either mix: exactly one stream's logits at w = 0 or 1
-                partner_logits.mul_(1.0 - weight).add_(other, alpha=weight)
-
-        step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)),
-                     None if own_at is None else torch.full((B,), int(own_at[-1]), dtype=torch.int64))
+        step_partner = _partner(model, params, opts, prefix[0], prefix_at, bar, precision, use_native, logits)
     inv_temperature = np.float32(1.0 / float(opts.temperature))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
@@ -430,13 +394,68 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
             break  # no step for logits nobody samples from
         at = clip_positions()
         stepper.step(ids, at)
-        if partner is not None:
+        if step_partner is not None:
             step_partner(ids, at)
     result = []
     for b in range(B):
         row = out[b]
         result.append(row[row != PAD_ID] if warm_only else np.concatenate([prefix[b], row[row != PAD_ID]]))
     return result
+
+
+def _prefix(opts: SamplingOptions, params: EventParams, gen: torch.Generator) -> tuple[np.ndarray, bool, bool]:
+    """(prefix (B, P) ids the sampler reads before the clip's first draw, has a context, model start).
+
+    A context or a primer is shared by every file; a model start is one neutral input, read but not
+    written or timed (see the module docstring); the seed's start is a first NOTE_ON per file."""
+    B = opts.num
+    has_context = opts.context is not None and len(opts.context) > 0
+    has_primer = opts.primer is not None and len(opts.primer) > 0
+    if has_context and has_primer:
+        raise ValueError("a context and a primer exclude each other")
+    model_start = not (has_context or has_primer) and opts.start == "model"
+    if has_context:
+        prefix = np.broadcast_to(np.asarray(opts.context, dtype=np.int64), (B, len(opts.context)))
+    elif has_primer:
+        prefix = np.broadcast_to(np.asarray(opts.primer, dtype=np.int64), (B, len(opts.primer)))
+    elif model_start:
+        prefix = np.full((B, 1), neutral_start(params), dtype=np.int64)
+    else:
+        low, high = opts.note_range or (36, 99)
+        starts = opts.start_pitches or torch.randint(low, high + 1, (B,), generator=gen).tolist()
+        prefix = np.asarray([[NOTE_ON_OFFSET + int(p)] for p in starts], dtype=np.int64)
+    return prefix, has_context, model_start
+
+
+def _partner(model: EventLSTM, params: EventParams, opts: SamplingOptions, prefix: np.ndarray,  # noqa: ANN202
+             prefix_at: np.ndarray | None, bar: int | None, precision: str, use_native: bool, logits: np.ndarray):
+    """`Towards`: a second state warmed by its own context (or the clip's prefix), and the step
+    that mixes its next-event logits into `logits` (B, V) in place; the mix of the first step is done."""
+    towards = opts.towards
+    B = opts.num
+    own, own_at = prefix, prefix_at
+    if towards.context is not None and len(towards.context):
+        own = np.asarray(towards.context)
+        own_at = None if bar is None else bar_positions(own, params, bar, towards.context_start)
+    partner = _warmed(model, towards.style, own, B, precision, use_native, own_at)
+    partner_logits = torch.from_numpy(logits)
+    weight = float(towards.weight)
+    if towards.mix not in MIXES:
+        raise ValueError(f"mix={towards.mix!r}: use one of {', '.join(MIXES)}")
+    arithmetic = towards.mix == "arithmetic" and 0.0 < weight < 1.0
+    log_a, log_b = (float(np.log1p(-weight)), float(np.log(weight))) if arithmetic else (0.0, 0.0)
+
+    def step_partner(step_ids: torch.Tensor, step_positions: torch.Tensor | None) -> None:
+        other = partner.step(step_ids, step_positions)
+        if arithmetic:  # log((1-w) softmax(a) + w softmax(b))
+            torch.logaddexp(torch.log_softmax(partner_logits, -1).add_(log_a),
+                            torch.log_softmax(other, -1).add_(log_b), out=partner_logits)
+        else:  # geometric, and either end of either mix: exactly one stream's logits at w = 0 or 1
+            partner_logits.mul_(1.0 - weight).add_(other, alpha=weight)
+
+    step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)),
+                 None if own_at is None else torch.full((B,), int(own_at[-1]), dtype=torch.int64))
+    return step_partner
 
 
 def _bar_steps(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> int | None:
