@@ -45,6 +45,13 @@ def _cmd_data_styles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    from midigen.data.imports import import_folder
+
+    import_folder(Path(args.folder), args.style, Path(args.root))
+    return 0
+
+
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     import os
 
@@ -203,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     styles.add_argument("--root", default=None, help="corpus root to count built files in (default: data/corpus "
                         "here, else the midigen checkout's)")
     styles.set_defaults(func=_cmd_data_styles)
+    imp = data_sub.add_parser("import", help="add your own MIDI files (a folder, any layout) to a corpus as a style")
+    imp.add_argument("folder", help="folder of .mid/.midi files, searched at any depth; nothing in it is changed")
+    imp.add_argument("--style", required=True, help="the style's name: a new folder <root>/<style> (letters, digits, "
+                     "'.', '_', '-'; not one of music21's styles); an imported style gets the new files")
+    imp.add_argument("--root", default="data/corpus", help="corpus root (default: data/corpus)")
+    imp.set_defaults(func=_cmd_data_import)
 
     tok = sub.add_parser("tokenize", help="print a MIDI file as events and ids (seed Figure 9)")
     tok.add_argument("file")
