@@ -40,7 +40,8 @@ def fp16_gap(full, half, corpus) -> dict:  # noqa: ANN001 - two Bundles and a To
             style = torch.tensor([full.styles.index(f["style"])]) if f["style"] in full.styles else None
             for start in range(0, ids.numel() - 1, WINDOW):
                 window = ids[start:start + WINDOW + 1]
-                inputs, targets, where = window[:-1][None], window[1:], at[start:start + WINDOW][None]
+                inputs, targets = window[:-1][None], window[1:]
+                where = at[start:start + inputs.shape[1]][None]  # (1, T): the inputs' bar positions
                 la = full.model(inputs, style, positions=where)[0][0]
                 lb = half.model(inputs, style, positions=where)[0][0]
                 nll["fp32"] += float(F.cross_entropy(la, targets, reduction="sum"))
