@@ -55,14 +55,17 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
 
 
 def context_tail(path: str | None, params) -> tuple[np.ndarray | None, int]:  # noqa: ANN001
-    """The last CONTEXT_EVENTS events of a MIDI file (its end, where every note is closed) and the
-    steps before them: where the tail starts in its file's bars, for a position-aware model."""
+    """The last CONTEXT_EVENTS events of a MIDI file (its end, where every note is closed) and
+    where they start in the bar for a position-aware model: placed so that they end on the clip's
+    first bar line, as a DAW clip ends on a bar line and the clip is written from bar 1. Two
+    contexts (interpolation's A and B) then agree on where the clip's bars are, so each end of an
+    interpolation is exactly a continuation of its clip."""
     from midigen.data.events import total_steps
 
     if not path:
         return None, 0
-    ids = primer_ids(path, params, f"context {path}")
-    return ids[-CONTEXT_EVENTS:], total_steps(ids[:-CONTEXT_EVENTS], params)
+    tail = primer_ids(path, params, f"context {path}")[-CONTEXT_EVENTS:]
+    return tail, -total_steps(tail, params)
 
 
 def random_starts(req: GenerateRequest) -> list[int]:

@@ -27,7 +27,8 @@ Where the beat is (a model with `position="beat"`, see `midigen.model.ModelConfi
 is read with its bar position, the steps since the last bar line once it is read, counted in the
 clip's meter (`SamplingOptions.bar_beats`). A clip opens on a bar line: the model start's
 warm-up beat is the last beat of the bar before it, a random start's note and a primer start at
-0. A context keeps its own phase (counted from `context_start`) and the clip goes on from where
+0. A context keeps its own phase (counted from `context_start`; `generate` places a context so that it
+ends on the clip's first bar line) and the clip goes on from where
 the context ends in its bar; a `Towards` partner's own context is counted from its own start, and
 after it the partner reads the clip's positions. A model without positions reads none, as before.
 
