@@ -161,16 +161,17 @@ def test_batched_nll_carries_the_state_across_chunks(monkeypatch):
     bundle = load_bundle(MODEL)
     rng = np.random.default_rng(0)
     seqs = [rng.integers(1, bundle.params.vocab_size, size=n).astype(np.int64) for n in (5, 23, 40)]
+    at = [rng.integers(0, 48, size=seq.size).astype(np.int64) for seq in seqs]  # bar positions (a position model)
     weights = torch.zeros(1, len(bundle.styles))
     weights[0, 1] = 1.0
     whole = []
     with torch.no_grad():  # each file in one forward pass, no chunks, no padding
-        for seq in seqs:
-            logits, _ = bundle.model(torch.from_numpy(seq)[None], weights)
+        for seq, where in zip(seqs, at):
+            logits, _ = bundle.model(torch.from_numpy(seq)[None], weights, positions=torch.from_numpy(where)[None])
             whole.append(float(torch.nn.functional.cross_entropy(logits[0, :-1], torch.from_numpy(seq[1:]),
                                                                  reduction="sum")))
     monkeypatch.setattr(study, "NLL_CHUNK", 7)
-    total, events = study.model_nll(bundle.model, seqs, weights, batch=2)
+    total, events = study.model_nll(bundle.model, seqs, weights, batch=2, bar_positions=at)
     assert events == sum(n - 1 for n in (5, 23, 40))
     assert total == pytest.approx(sum(whole), rel=1e-5)
 
