@@ -141,10 +141,9 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, a pulled model folder or a "
-                        ".ckpt (default: models:/midigen@champion, else the newest version, else the shipped "
-                        "pretrained model)")
+    from midigen.producer.registry import MODEL_HELP
+
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     add_request_arguments(p, GENERATE_FIELDS + CLIP_FIELDS)
     add_output_arguments(p)
 

@@ -28,6 +28,9 @@ from pathlib import Path
 from midigen.errors import MidigenError
 from midigen.producer.bundle import CONFIG, find_bundle_dir, load_bundle
 
+# What every command that takes --model says of it (generate, interpolate, studio).
+MODEL_HELP = ("models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, a pulled model folder or a .ckpt "
+              "(default: models:/midigen@champion, else the newest version, else the shipped pretrained model)")
 SOURCE_FILE = "midigen-source.json"  # in a cached or pulled model folder: what it is, where from
 ORIGINS = ("registry", "cache", "folder", "shipped", "checkpoint")
 _URI = re.compile(r"^(models|runs):/")

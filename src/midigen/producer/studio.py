@@ -640,9 +640,9 @@ class _SecurityHeaders:
 
 
 def add_studio_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="as for generate: models:/NAME@ALIAS, runs:/ID/model, a model folder or a .ckpt (default: "
-                        "models:/midigen@champion, else the newest version, else the shipped pretrained model)")
+    from midigen.producer.registry import MODEL_HELP
+
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--out", default="ideas", help="where Keep writes the ideas you pick (default ideas/)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port on {HOST} (default {DEFAULT_PORT}; 0 picks a free one)")
