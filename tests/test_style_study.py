@@ -170,7 +170,7 @@ def test_batched_nll_carries_the_state_across_chunks(monkeypatch):
             logits, _ = bundle.model(torch.from_numpy(seq)[None], weights, positions=torch.from_numpy(where)[None])
             whole.append(float(torch.nn.functional.cross_entropy(logits[0, :-1], torch.from_numpy(seq[1:]),
                                                                  reduction="sum")))
-    monkeypatch.setattr(study, "NLL_CHUNK", 7)
+    monkeypatch.setattr("midigen.train.heldout.NLL_CHUNK", 7)
     total, events = study.model_nll(bundle.model, seqs, weights, batch=2, bar_positions=at)
     assert events == sum(n - 1 for n in (5, 23, 40))
     assert total == pytest.approx(sum(whole), rel=1e-5)

@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from midigen.train.heldout import NLL_CHUNK, count_notes, model_nll  # noqa: F401 - the study's tests use them here
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # weight of the pair's first style, falling
@@ -57,8 +59,6 @@ GOAL_RHO = 0.8  # mean Spearman rho of (step, distance to A) >= this; to B <= -t
 GOAL_USABLE = 0.95  # usable share of generated files / of real held-out windows, per style
 GOAL_ON_BEAT = 0.10  # |generated mean on-beat share / real's - 1| at most this, per style
 NGRAM_ORDER = 4
-NLL_CHUNK = 1024  # events per teacher-forced forward pass; the LSTM state carries across chunks
-NLL_BATCH = 32  # files per forward pass
 
 
 @dataclass(frozen=True)
@@ -321,56 +321,6 @@ def positions(corpus, split: str, style: str) -> list[np.ndarray] | None:  # noq
         return None
     return [np.asarray(corpus.positions[f["offset"]:f["offset"] + f["length"]], dtype=np.int64)
             for f in corpus.split(split) if f["style"] == style]
-
-
-def count_notes(seqs: list[np.ndarray]) -> int:
-    from midigen.data.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET
-
-    return int(sum(np.count_nonzero((s >= NOTE_ON_OFFSET) & (s < NOTE_OFF_OFFSET)) for s in seqs))
-
-
-def model_nll(model, seqs: list[np.ndarray], style_weights, batch: int = NLL_BATCH,  # noqa: ANN001
-              bar_positions: list[np.ndarray] | None = None) -> tuple[float, int]:
-    """(total NLL in nats, events predicted) of events 2..N of every sequence, teacher-forced.
-
-    `style_weights`: (1, S) weights over the model's styles; `bar_positions`: each sequence's
-    positions, for a position-aware model. Files go `batch` at a time,
-    sorted by length and padded at their ends (padding is never a target, and comes after the
-    file's last prediction, so it changes nothing); NLL_CHUNK events per forward pass, the LSTM
-    state carried from chunk to chunk, so every event sees its whole file before it."""
-    import torch
-    import torch.nn.functional as F
-
-    from midigen.data.events import PAD_ID
-
-    total, events = 0.0, 0
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i].size)
-    with torch.no_grad():
-        for first in range(0, len(order), batch):
-            group = [seqs[i] for i in order[first:first + batch] if seqs[i].size >= 2]
-            if not group:
-                continue
-            length = max(s.size for s in group)
-            rows = [i for i in order[first:first + batch] if seqs[i].size >= 2]
-            ids = torch.full((len(group), length), PAD_ID, dtype=torch.int64)  # (B, L)
-            at = torch.zeros((len(group), length), dtype=torch.int64)  # (B, L) bar positions
-            targets = torch.full((len(group), length - 1), -100, dtype=torch.int64)  # (B, L-1); -100: not scored
-            for row, seq in enumerate(group):
-                ids[row, :seq.size] = torch.from_numpy(seq)
-                targets[row, :seq.size - 1] = torch.from_numpy(seq[1:])
-                if bar_positions is not None:
-                    at[row, :seq.size] = torch.from_numpy(bar_positions[rows[row]])
-            style = style_weights.expand(len(group), -1)  # (B, S)
-            state = None
-            for start in range(0, length - 1, NLL_CHUNK):
-                chunk_targets = targets[:, start:start + NLL_CHUNK]  # (B, T')
-                logits, state = model(ids[:, start:start + NLL_CHUNK], style, state,
-                                      positions=at[:, start:start + NLL_CHUNK])  # (B, T, V), T' <= T
-                logits = logits[:, :chunk_targets.shape[1]]
-                total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk_targets.reshape(-1),
-                                               ignore_index=-100, reduction="sum"))
-            events += int((targets != -100).sum())
-    return total, events
 
 
 def ngram_nll(ngram, seqs: list[np.ndarray]) -> tuple[float, int]:  # noqa: ANN001

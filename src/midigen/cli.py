@@ -107,6 +107,12 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     return run_cli(rest)
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from midigen.train.finetune import finetune_command
+
+    return finetune_command(args)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from midigen.evaluation.evaluate import evaluate_command
 
@@ -188,6 +194,26 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="your MIDI files (.mid/.midi, any layout); nothing in it is changed")
+    parser.add_argument("--style", required=True, help="the new style's name (letters, digits, '-', '_'), one the "
+                        "base model does not know; `--style NAME` generates it afterwards")
+    parser.add_argument("--from", dest="base", default=None, metavar="MODEL",
+                        help="the model to start from: models:/NAME@ALIAS, models:/NAME/VERSION, a model folder "
+                             "(default: models:/midigen@champion, else the shipped model)")
+    parser.add_argument("--register", default=None, metavar="NAME",
+                        help="register the result as models:/NAME (a new version of NAME if it exists; "
+                             "default: midigen-<style>); @champion moves to it")
+    parser.add_argument("--corpus", default="data/corpus",
+                        help="the corpus your files are imported into beside the base styles, whose training "
+                             "files are replayed (default: data/corpus; `midigen data build` builds it)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training time limit in minutes (default 7; the whole command stays within 10 "
+                             "on a 2-core CPU)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the fine-tune (conf/experiment/"
+                        "finetune.yaml), e.g. finetune.replay=0.5 optim.lr=0.001")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="midigen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train with Hydra overrides (midigen train experiment=smoke)", add_help=False)
     train.set_defaults(func=_cmd_train, passthrough=True)
+
+    ft = sub.add_parser("finetune", help="teach a model your own MIDI folder as a new style, in minutes on a CPU")
+    _add_finetune_arguments(ft)
+    ft.set_defaults(func=_cmd_finetune)
 
     sub.add_parser("baselines", help="unigram / n-gram baselines: held-out NLL per event (--help for options)",
                    add_help=False)
@@ -299,7 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         return baselines_main(argv[1:])
     if argv and argv[0] == "train":  # Hydra parses its own arguments
         return exit_status(_cmd_train, argparse.Namespace(), argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv and argv[0] == "finetune":  # Hydra overrides may come after the options, anywhere
+        args, rest = parser.parse_known_args(argv)
+        unknown = [a for a in rest if a.startswith("-")]
+        if unknown:
+            parser.parse_args(argv)  # argparse's own message and exit status for an unknown option
+        args.overrides = [*args.overrides, *rest]
+        return exit_status(args.func, args)
+    args = parser.parse_args(argv)
     return _producer_status(args)
 
 

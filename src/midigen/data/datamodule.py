@@ -68,12 +68,13 @@ class WindowSequences(Dataset):
     """
 
     def __init__(self, corpus: TokenCorpus, files: list[dict], seq_len: int, style_index: dict[str, int],
-                 augmentation: Augmentation | None = None, seed: int = 0, samples_per_epoch: int | None = None):
+                 augmentation: Augmentation | None = None, seed: int = 0, samples_per_epoch: int | None = None,
+                 style_shares: dict[str, float] | None = None):
         self.corpus, self.files, self.seq_len, self.style_index = corpus, files, seq_len, style_index
         self.augmentation = augmentation or Augmentation()
         self.seed, self.epoch = seed, 0
         lengths = np.array([f["length"] for f in files], dtype=np.float64)
-        self.weights = lengths / lengths.sum()
+        self.weights = share_weights(files, lengths, style_shares)
         total = int(lengths.sum())
         self.samples = samples_per_epoch or max(1, total // seq_len)
 
@@ -106,6 +107,27 @@ class WindowSequences(Dataset):
         ids = ids[:want]
         window[: ids.size] = ids
         return _pack(window, self.style_index[f["style"]], positions[:want])
+
+
+def share_weights(files: list[dict], lengths: np.ndarray, style_shares: dict[str, float] | None) -> np.ndarray:
+    """Each file's chance of giving a window: in proportion to its length, except that the
+    styles named in `style_shares` give that share of all windows between their files (by
+    length) and the other styles share what is left (a fine-tune's new style against the
+    base styles' replayed windows). A named style without files gives nothing, and when
+    every file is of a named style the shares are scaled to add up to one."""
+    if not style_shares:
+        return lengths / lengths.sum()
+    styles = np.array([f["style"] for f in files])
+    weights = np.zeros_like(lengths)
+    rest = ~np.isin(styles, list(style_shares))
+    groups = [(styles == s, float(share)) for s, share in style_shares.items()]
+    groups.append((rest, max(0.0, 1.0 - sum(float(v) for v in style_shares.values()))))
+    for mask, share in groups:
+        if mask.any() and lengths[mask].sum() > 0:
+            weights[mask] = share * lengths[mask] / lengths[mask].sum()
+    if weights.sum() <= 0:
+        raise MidigenError(f"data.style_shares={dict(style_shares)} leaves no training file a share")
+    return weights / weights.sum()
 
 
 class TiledSequences(Dataset):
@@ -172,7 +194,7 @@ class EventDataModule(pl.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int | None = None, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, augment: dict | None = None, samples_per_epoch: int | None = None,
                  num_workers: int = 0, seed: int = 0, styles: list[str] | None = None, max_files: int | None = None,
-                 max_file_tokens: int | None = None):
+                 max_file_tokens: int | None = None, style_shares: dict[str, float] | None = None):
         super().__init__()
         if scheme not in ("seed", "windows"):
             raise MidigenError(f"data.scheme={scheme!r} is not a sampling scheme: use 'seed' or 'windows'")
@@ -191,6 +213,12 @@ class EventDataModule(pl.LightningDataModule):
                         "beat tokens do not depend on tempo, so 0 is usual", self.augmentation.stretch, self.params.grid)
         self.samples_per_epoch, self.num_workers, self.seed = samples_per_epoch, num_workers, seed
         self.wanted_styles, self.max_files, self.max_file_tokens = styles, max_files, max_file_tokens
+        shares = dict(style_shares or {})
+        bad = {k: v for k, v in shares.items() if not (isinstance(v, (int, float)) and 0 <= v <= 1)}
+        if bad or sum(shares.values()) > 1 + 1e-9:
+            raise MidigenError(f"data.style_shares={shares}: give each named style a share of windows in 0..1, "
+                               "adding up to at most 1")
+        self.style_shares = shares or None
         self.corpus: TokenCorpus | None = None
 
     def prepare_data(self) -> None:
@@ -232,7 +260,7 @@ class EventDataModule(pl.LightningDataModule):
             self.train_set = SeedSequences(corpus, train, self.seq_len, self.style_index)
         else:
             self.train_set = WindowSequences(corpus, train, self.seq_len, self.style_index, self.augmentation,
-                                             self.seed, self.samples_per_epoch)
+                                             self.seed, self.samples_per_epoch, self.style_shares)
         self.val_set = TiledSequences(corpus, corpus.split("val"), self.seq_len, self.style_index)
         self.test_set = TiledSequences(corpus, corpus.split("test"), self.seq_len, self.style_index)
 

@@ -64,8 +64,12 @@ def _task(cfg: DictConfig):  # noqa: ANN202
         from midigen.train.note_regression import train_note_regression
 
         return train_note_regression
+    if task == "finetune":
+        from midigen.train.finetune import finetune
+
+        return finetune
     if task != "events":
-        raise MidigenError(f"task={task}: use events or note_regression")
+        raise MidigenError(f"task={task}: use events, finetune or note_regression")
     return train
 
 def run_cli(argv: list[str]) -> int:

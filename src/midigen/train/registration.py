@@ -84,7 +84,7 @@ def build_reference(corpus, datamodule, out_path: Path) -> dict:  # noqa: ANN001
 
 def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, run_id: str,  # noqa: ANN001
                   sampling, index_path: Path, classifier_path: Path | None = None,
-                  reference_path: Path | None = None) -> Path:
+                  reference_path: Path | None = None, card_extra: str = "") -> Path:
     bundle_dir = run_dir / "bundle"
     meta = {"run_id": run_id, "commit": git_commit(), "experiment": container["logger"]["experiment_name"],
             "model": module.net.config.to_dict(),
@@ -97,7 +97,7 @@ def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, 
         shutil.copyfile(classifier_path, bundle_dir / STYLE_CLASSIFIER)
     if reference_path is not None and reference_path.exists():
         shutil.copyfile(reference_path, bundle_dir / REFERENCE)
-    (bundle_dir / CARD).write_text(model_card(meta, container))
+    (bundle_dir / CARD).write_text(model_card(meta, container) + (f"\n{card_extra.strip()}\n" if card_extra else ""))
     return bundle_dir
 
 

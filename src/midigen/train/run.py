@@ -262,39 +262,15 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
                                                             classifier_path)
     tok_dir = run_dir / "tokenizer"
     registration.save_tokenizer(container["tokenizer"], tok_dir)  # the bundle copies it, resumed runs too
-    ckpt_dir = run_dir / "checkpoints"
-    cb_cfg = cfg.callbacks
-    # save_last: last.ckpt is rewritten at the end of every epoch, the point `ckpt_path=last` resumes from.
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cb_cfg.checkpoint.monitor, mode="min",
-                                 save_top_k=cb_cfg.checkpoint.save_top_k, save_last=cb_cfg.checkpoint.save_last,
-                                 filename="epoch{epoch:03d}-nll{val/nll:.4f}", auto_insert_metric_name=False)
-    callbacks = [checkpoint, sampling, EpochWindows(cfg.seed), InterruptGuard(ckpt_dir), StopReason(),
-                 LearningRateMonitor()]
+    checkpoint, callbacks = event_callbacks(cfg, run_dir, sampling)
     artifacts = [tok_dir / "tokenizer.json"]
     if corpus.skipped:
         artifacts.append(corpus.cache_dir / "skipped.csv")
         print(f"midigen: skipped {len(corpus.skipped)} unusable MIDI files (reasons: {corpus.cache_dir / 'skipped.csv'})")
+    left = Leftovers(run_dir, sampling, index_path, classifier_path, reference_path)
 
     def finish(results: dict, client, run_id: str) -> None:  # noqa: ANN001
-        cut = client.get_run(run_id).data.tags.get("stopped", "stopped")  # set by StopReason where fit ran
-        for key, value in per_note(corpus, results).items():
-            results[key] = value
-            client.log_metric(run_id, key, value)
-        bundle_dir = registration.write_bundle(module, run_dir, container, corpus, results, run_id, sampling,
-                                               index_path, classifier_path, reference_path)
-        if cfg.registry.name:
-            summary = corpus.summary()
-            score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
-                     "val_files": summary.get("val_files"), "val_tokens": summary.get("val_tokens")}
-            tags = registration.version_tags(styles, results, registration.last_samples(sampling))
-            uri = tracking.tracking_uri(cfg.logger.tracking_uri)
-            results.update(registration.log_model(run_id, bundle_dir, uri, cfg.registry.name, cfg.registry.alias,
-                                                  cfg.registry.get("promote", "always"), score, tags))
-        print(f"midigen: run {run_id} ({cfg.logger.experiment_name}) {cut}; val/nll {results.get('val/best_nll')}")
-        print(f"midigen: samples in {run_dir / 'samples'}; model in {bundle_dir}")
-        if results.get("version"):
-            print(f"midigen: registered models:/{cfg.registry.name}/{results['version']}"
-                  + (f"; {results['promotion']}" if results.get("promotion") else ""))
+        finish_event_run(cfg, module, corpus, container, left, results, client, run_id)
 
     return Job(name=cfg.logger.experiment_name, datamodule=datamodule, corpus=corpus, module=module,
                checkpoint=checkpoint, callbacks=callbacks, monitor="val/nll", params=container,
@@ -302,6 +278,58 @@ def event_job(cfg: DictConfig, run_dir: Path) -> Job:
                metrics={f"style_classifier/val_acc/{style}": accuracy
                         for style, accuracy in (classifier_accuracy or {}).items()},
                ckpt_path=ckpt_path, run_id=run_id)
+
+
+def event_callbacks(cfg: DictConfig, run_dir: Path, sampling: SamplingCallback) -> tuple[ModelCheckpoint, list]:
+    """(the checkpoint callback, every callback but early stopping) of an event-LSTM run."""
+    cb_cfg = cfg.callbacks
+    # save_last: last.ckpt is rewritten at the end of every epoch, the point `ckpt_path=last` resumes from.
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor=cb_cfg.checkpoint.monitor, mode="min",
+                                 save_top_k=cb_cfg.checkpoint.save_top_k, save_last=cb_cfg.checkpoint.save_last,
+                                 filename="epoch{epoch:03d}-nll{val/nll:.4f}", auto_insert_metric_name=False)
+    return checkpoint, [checkpoint, sampling, EpochWindows(cfg.seed), InterruptGuard(ckpt_dir), StopReason(),
+                        LearningRateMonitor()]
+
+
+@dataclass
+class Leftovers:
+    """What an event-LSTM run writes beside its checkpoints for the bundle."""
+
+    run_dir: Path
+    sampling: SamplingCallback
+    index_path: Path
+    classifier_path: Path
+    reference_path: Path
+
+
+def finish_event_run(cfg: DictConfig, module: EventLSTMModule, corpus, container: dict, left: Leftovers,  # noqa: ANN001
+                     results: dict, client, run_id: str, card_extra: str = "", tags: dict | None = None) -> Path:  # noqa: ANN001
+    """Once tested: NLL per note, the bundle (its card with `card_extra`), the registered version
+    (tagged with `tags` too) and what a user reads at the end. Returns the bundle folder."""
+    cut = client.get_run(run_id).data.tags.get("stopped", "stopped")  # set by StopReason where fit ran
+    for key, value in per_note(corpus, results).items():
+        results[key] = value
+        client.log_metric(run_id, key, value)
+    styles = list(module.net.config.styles)
+    bundle_dir = registration.write_bundle(module, left.run_dir, container, corpus, results, run_id, left.sampling,
+                                           left.index_path, left.classifier_path, left.reference_path, card_extra)
+    if cfg.registry.name:
+        summary = corpus.summary()
+        score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
+                 "val_files": summary.get("val_files"), "val_tokens": summary.get("val_tokens")}
+        version_tags = {**registration.version_tags(styles, results, registration.last_samples(left.sampling)),
+                        **(tags or {})}
+        uri = tracking.tracking_uri(cfg.logger.tracking_uri)
+        results.update(registration.log_model(run_id, bundle_dir, uri, cfg.registry.name, cfg.registry.alias,
+                                              cfg.registry.get("promote", "always"), score, version_tags))
+    print(f"midigen: run {run_id} ({cfg.logger.experiment_name}) {cut}; val/nll {results.get('val/best_nll')}")
+    print(f"midigen: samples in {left.run_dir / 'samples'}; model in {bundle_dir}")
+    if results.get("version"):
+        print(f"midigen: registered models:/{cfg.registry.name}/{results['version']}"
+              + (f"; {results['promotion']}" if results.get("promotion") else ""))
+    return bundle_dir
+
 
 def find_last_checkpoint(outputs: Path, experiment: str) -> Path:
     """The newest `last.ckpt` of a run of `experiment` under `outputs/`."""
