@@ -100,12 +100,17 @@ def check_request(cfg: DictConfig, base: Bundle, overrides: list[str]) -> str:
     held = cfg.finetune.held_out_per_style
     if not isinstance(held, int) or isinstance(held, bool) or held < 0:
         raise MidigenError(f"finetune.held_out_per_style={held}: a whole number of files, 0 or more")
+    check_overrides(overrides)
+    return style
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse an override of the tokenizer or the model's sizes (the base model fixes them)."""
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if key.split(".", 1)[0] in KEPT_FROM_BASE and key != "model.dropout":
             raise MidigenError(f"{override}: fine-tuning keeps the base model's tokenizer and sizes; "
                                "drop this override, or train from scratch with `midigen train`")
-    return style
 
 
 def check_registry_name(cfg: DictConfig, base: Bundle) -> None:
@@ -366,6 +371,7 @@ def finetune_command(args) -> int:  # noqa: ANN001 - argparse.Namespace
         raise MidigenError(f"--register {register!r}: use letters, digits, '-' and '_'")
     check_registry_name(OmegaConf.create({"registry": {"name": register},
                                           "logger": {"tracking_uri": None}}), base)
+    check_overrides(list(args.overrides))  # here too: the Hydra run checks them after the import
     import_folder(folder, args.style, Path(args.corpus))  # refuses a broken or empty folder, writing nothing
     overrides = ["experiment=finetune", _quoted("finetune.base", ref), _quoted("finetune.style", args.style),
                  _quoted("data.root", Path(args.corpus).resolve()), _quoted("registry.name", register)]
