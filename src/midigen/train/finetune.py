@@ -27,6 +27,7 @@ import json
 import logging
 import resource
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,10 +42,10 @@ from midigen.errors import MidigenError
 from midigen.evaluation.originality import OriginalityIndex
 from midigen.model import EventLSTM
 from midigen.producer.bundle import Bundle, load_bundle
-from midigen.producer.registry import ModelSource, locate_model
+from midigen.producer.registry import ModelSource, is_registry_uri, locate_model
 from midigen.train import registration
 from midigen.train.callbacks import SamplingCallback
-from midigen.train.config import config_errors
+from midigen.train.config import check_settings, config_errors
 from midigen.train.heldout import files_nll
 from midigen.train.module import EventLSTMModule
 from midigen.train.run import Job, Leftovers, event_callbacks, finish_event_run, run_job
@@ -217,7 +218,8 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
     with config_errors("data"):
         datamodule = instantiate(cfg.data, tokenizer=tokenizer, style_shares={style: 1.0 - replay},
                                  _convert_="all")
-    corpus = datamodule.load_corpus()
+    with step(f"reading {datamodule.root} (new files are tokenized once)"):
+        corpus = datamodule.load_corpus()
     if style not in corpus.styles:
         raise MidigenError(f"no style folder {style} in {datamodule.root}: add your files with "
                            f"`midigen data import DIR --style {style}` (or `midigen finetune DIR --style {style}`)")
@@ -244,27 +246,31 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
     module.net.load_state_dict(grown_model(base, style, cfg.model.dropout).state_dict())
 
     held_out = [f for f in corpus.files if f["split"] in ("val", "test")]
-    before = {"base": base_style_nll(base.model, corpus, present, held_out),
-              "new_blend": files_nll(base.model, corpus, [f for f in held_out if f["style"] == style], None)}
-    _update_index(base, corpus, datamodule.root, style, index_path)
-    _update_reference(base, corpus, datamodule.root, style, reference_path)
+    with step("scoring the base model on the held-out files"):
+        before = {"base": base_style_nll(base.model, corpus, present, held_out),
+                  "new_blend": files_nll(base.model, corpus, [f for f in held_out if f["style"] == style], None)}
+    with step("adding the new files to the originality index and the real-excerpt reference"):
+        _update_index(base, corpus, datamodule.root, style, index_path)
+        _update_reference(base, corpus, datamodule.root, style, reference_path)
     classifier_path = run_dir / "style_classifier.json"
-    classifier_accuracy = registration.fit_style_classifier(replace(corpus, styles=[*present, style]), datamodule,
-                                                            container.get("style_classifier"), classifier_path)
+    with step(f"refitting the style classifier with {style}"):
+        classifier_accuracy = registration.fit_style_classifier(
+            replace(corpus, styles=[*present, style]), datamodule, container.get("style_classifier"), classifier_path)
     tok_dir = run_dir / "tokenizer"
     registration.save_tokenizer(tokenizer, tok_dir)
     checkpoint, callbacks = event_callbacks(cfg, run_dir, sampling)
     left = Leftovers(run_dir, sampling, index_path, classifier_path, reference_path)
     counts = {split: sum(f["split"] == split for f in new_files) for split in ("train", "val", "test")}
-    base_ref = (f"models:/{source.name}/{source.version}" if source.name and source.version else str(source.ref))
+    base_ref = base_name(source)
     print(f"midigen: fine-tuning {source.describe()} on {len(new_files)} files of {style} "
           f"({counts['train']} train / {counts['val']} val / {counts['test']} test), {replay:.0%} of windows "
           f"replayed from {len(present)} base styles; {datamodule.samples_per_epoch} windows an epoch")
 
     def finish(results: dict, client, run_id: str) -> None:  # noqa: ANN001
-        after = base_style_nll(module.net, corpus, present, held_out)
-        new_after = files_nll(module.net, corpus, [f for f in held_out if f["style"] == style],
-                              _weights(styles, style))
+        with step("scoring the fine-tuned model on the held-out files"):
+            after = base_style_nll(module.net, corpus, present, held_out)
+            new_after = files_nll(module.net, corpus, [f for f in held_out if f["style"] == style],
+                                  _weights(styles, style))
         figures = {"finetune/new_nll_per_note": new_after["per_note"],
                    "finetune/new_nll_per_note_base": before["new_blend"]["per_note"],
                    "finetune/base_nll_per_note_before": before["base"]["all"],
@@ -290,6 +296,26 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                dataset=corpus.summary(), finish=finish, artifacts=[tok_dir / "tokenizer.json"],
                metrics={f"style_classifier/val_acc/{s}": a for s, a in (classifier_accuracy or {}).items()},
                tags={"task": "finetune", "base_model": base_ref, "finetuned_style": style}, resumable=False)
+
+
+def base_name(source: ModelSource) -> str:
+    """How the card and the registry name the base: its registered version, or its folder (inside
+    the checkout, relative to it: no machine's path travels with a model)."""
+    if source.name and source.version:
+        return f"models:/{source.name}/{source.version}"
+    try:
+        return source.path.resolve().relative_to(tracking.repo_root().resolve()).as_posix()
+    except ValueError:
+        return source.path.name
+
+
+@contextmanager
+def step(what: str):
+    """Print what a fine-tune is doing, then how long it took: a producer waits minutes."""
+    print(f"midigen: {what}...", flush=True)
+    started = time.time()
+    yield
+    print(f"midigen: {what}: {time.time() - started:.0f} s", flush=True)
 
 
 def _update_index(base: Bundle, corpus, root: str, style: str, out: Path) -> None:  # noqa: ANN001
@@ -321,7 +347,8 @@ def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, 
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = ["## Fine-tuned", "",
-             f"- Base model: `{base_ref}`" + (f" (asked: `{source.ref}`)" if source.ref != base_ref else "")
+             f"- Base model: `{base_ref}`" + (f" (asked: `{source.ref}`)" if is_registry_uri(source.ref)
+                                              and source.ref != base_ref else "")
              + (f", run `{source.run_id}`" if source.run_id else ""),
              f"- New style `{style}`: {sum(counts.values())} files from `{folder.name}/` "
              f"({counts['train']} train / {counts['val']} val / {counts['test']} test); "
@@ -348,6 +375,21 @@ def _quoted(key: str, value: object) -> str:
     return f"{key}='{text}'"
 
 
+def _compose(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with `overrides`, as the Hydra run will compose it; a bad override is one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from midigen.train.config import CONF_DIR, hydra_error_line
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise MidigenError(hydra_error_line(exc)) from None
+
+
 def finetune_command(args) -> int:  # noqa: ANN001 - argparse.Namespace
     """Check everything, import the folder, then run `experiment=finetune` with Hydra."""
     from midigen.data.imports import import_folder
@@ -359,23 +401,25 @@ def finetune_command(args) -> int:  # noqa: ANN001 - argparse.Namespace
         raise MidigenError(f"{folder}: no such folder; name the folder that holds your MIDI files")
     ref = args.base or default_model_ref()
     _, base = load_base(ref)
+    if not base.styles:
+        raise MidigenError(f"--from {ref}: an unconditioned model (no styles) cannot learn a style")
     if args.style in base.styles:
         raise MidigenError(f"--style {args.style}: the base model already knows {args.style} "
                            f"(it knows {', '.join(base.styles)}); choose a new name")
-    if not base.styles:
-        raise MidigenError(f"--from {ref}: an unconditioned model (no styles) cannot learn a style")
     if args.minutes is not None and not (0 < args.minutes <= 24 * 60):
         raise MidigenError(f"--minutes {args.minutes}: a time in minutes, above 0")
     register = args.register or f"midigen-{args.style}"
     if safe_name(register) != register:
         raise MidigenError(f"--register {register!r}: use letters, digits, '-' and '_'")
-    check_registry_name(OmegaConf.create({"registry": {"name": register},
-                                          "logger": {"tracking_uri": None}}), base)
-    check_overrides(list(args.overrides))  # here too: the Hydra run checks them after the import
-    import_folder(folder, args.style, Path(args.corpus))  # refuses a broken or empty folder, writing nothing
     overrides = ["experiment=finetune", _quoted("finetune.base", ref), _quoted("finetune.style", args.style),
                  _quoted("data.root", Path(args.corpus).resolve()), _quoted("registry.name", register)]
     if args.minutes is not None:
         seconds = int(round(args.minutes * 60))
         overrides.append(f"trainer.max_time='00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'")
+    # Everything the run would refuse is refused now, before the import writes anything.
+    cfg = _compose([*overrides, *args.overrides])
+    check_request(cfg, base, list(args.overrides))
+    check_settings(cfg)
+    check_registry_name(cfg, base)
+    import_folder(folder, args.style, Path(args.corpus))  # refuses a broken or empty folder, writing nothing
     return run_cli(overrides + list(args.overrides))

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The fine-tune study (experiments/finetune_study/study.py): writes REPORT.md and results.json here
+# (runs, generated MIDI and their MLflow store under out/, not committed). About 30 minutes on 2 CPU
+# cores: a fine-tune and a from-scratch run of 7 training minutes each, then the measurements.
+# Extra arguments go to study.py (--minutes, --files, --model, --corpus, --export).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MIDIGEN=${MIDIGEN:-.venv/bin/midigen}
+PY=${PY:-.venv/bin/python}
+if [ ! -d data/corpus ]; then
+  $MIDIGEN data build
+fi
+if [ ! -d data/classical_export/classical ]; then
+  # the unseen style: music21's string quartet movements, outside the default corpus
+  $MIDIGEN data build --styles classical --out data/classical_export
+fi
+exec $PY experiments/finetune_study/study.py "$@"
