@@ -88,15 +88,17 @@ def render(r: dict) -> str:
              f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores.", "",
              readme_table(r), "",
              "## Forgetting, per base style", "",
-             f"TEST-split NLL per note (as training split the corpus) and fidelity of {r['generated_files']} "
-             "generated 8-bar files per style, by the fine-tuned model's classifier (which knows "
-             f"`{r['style']}` too) for both models.", ""]
+             f"TEST-split NLL per note (as training split the corpus) and fidelity of {r['forgetting_files']} "
+             "generated 8-bar files per style and model, by the fine-tuned model's classifier (which knows "
+             f"`{r['style']}` too) for both. s.e.: the standard error of the fidelity change (two shares of "
+             f"{r['forgetting_files']} files); a change within 2 s.e. of zero is not told apart from noise.", ""]
     lines += table(["style", "test files", "NLL/note shipped", "fine-tuned", "change", "fidelity shipped",
-                    "fine-tuned", "change"],
+                    "fine-tuned", "change", "s.e."],
                    [[s, str(row["test_files"]), fmt(row["nll_base"]), fmt(row["nll_finetuned"]),
                      "n/a" if row["nll_change"] is None else f"{row['nll_change']:+.1%}",
                      fmt(row["fidelity_base"]), fmt(row["fidelity_finetuned"]),
-                     "n/a" if row["fidelity_change"] is None else f"{row['fidelity_change']:+.2f}"]
+                     "n/a" if row["fidelity_change"] is None else f"{row['fidelity_change']:+.2f}",
+                     fmt(row.get("fidelity_change_se"))]
                     for s, row in forgot.items()])
     t = r["timing"]["finetuned"]
     lines += ["", "## The new style, file by file", "",

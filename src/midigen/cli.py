@@ -108,9 +108,10 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from midigen.train.finetune import finetune_command
+    from midigen.train.app import run_cli
+    from midigen.train.finetune import prepare_command
 
-    return finetune_command(args)
+    return run_cli(prepare_command(args))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -208,7 +209,7 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the corpus your files are imported into beside the base styles, whose training "
                              "files are replayed (default: data/corpus; `midigen data build` builds it)")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="training time limit in minutes (default 7; the whole command stays within 10 "
+                        help="training time limit in minutes (default 6; the whole command stays within 10 "
                              "on a 2-core CPU)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the fine-tune (conf/experiment/"
                         "finetune.yaml), e.g. finetune.replay=0.5 optim.lr=0.001")

@@ -390,12 +390,11 @@ def _compose(overrides: list[str]) -> DictConfig:
         raise MidigenError(hydra_error_line(exc)) from None
 
 
-def finetune_command(args) -> int:  # noqa: ANN001 - argparse.Namespace
-    """Check everything, import the folder, then run `experiment=finetune` with Hydra."""
+def prepare_command(args) -> list[str]:  # noqa: ANN001 - argparse.Namespace
+    """`midigen finetune`: check everything, import the folder; the Hydra overrides that run
+    `experiment=finetune` on it (`midigen.train.app.run_cli` runs them)."""
     from midigen.data.imports import import_folder
     from midigen.producer.registry import default_model_ref
-    from midigen.train.app import run_cli
-
     folder = Path(args.folder)
     if not folder.is_dir():
         raise MidigenError(f"{folder}: no such folder; name the folder that holds your MIDI files")
@@ -422,4 +421,4 @@ def finetune_command(args) -> int:  # noqa: ANN001 - argparse.Namespace
     check_settings(cfg)
     check_registry_name(cfg, base)
     import_folder(folder, args.style, Path(args.corpus))  # refuses a broken or empty folder, writing nothing
-    return run_cli(overrides + list(args.overrides))
+    return [*overrides, *args.overrides]
