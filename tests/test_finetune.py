@@ -289,3 +289,14 @@ def test_grown_model(smoke_run):
     # The new style starts as the base model's even blend of its styles.
     torch.testing.assert_close(_logits(net, ids, torch.full((2,), len(styles), dtype=torch.long)),
                                _logits(base.model, ids, None), rtol=1e-5, atol=1e-5)
+
+
+def test_a_clip_that_quotes_a_training_file_names_it():
+    """After a fine-tune the index holds the producer's files: a clip quoting one says which."""
+    from midigen.producer.report import COPIED_RUN_NOTES, _file_line
+
+    row = {"n_notes": 40, "on_beat": 0.8, "usable": True,
+           "copy": {"copy_ratio": 0.4, "longest_run": COPIED_RUN_NOTES + 4, "source": "riffs/riff0.mid"}}
+    assert f"copies {COPIED_RUN_NOTES + 4} melody notes of riffs/riff0.mid" in _file_line(row, None)
+    row["copy"]["longest_run"] = COPIED_RUN_NOTES - 1  # a few shared notes are an idiom, not a quote
+    assert "riffs/riff0.mid" not in _file_line(row, None)

@@ -90,6 +90,11 @@ def print_report(verdict: dict, files: list[Path], source, req, as_json: bool, e
     print(f"seed: {req.seed}{seed_note}")
 
 
+# A run of this many melody notes found in one training file is named in the file's line: a
+# producer hears a phrase that long as a quote (of their own file, after `midigen finetune`).
+COPIED_RUN_NOTES = 8
+
+
 def _file_line(row: dict, audio: dict | None) -> str:
     text = f"{row['n_notes']} notes  on_beat {row['on_beat']:.2f}  {'usable' if row['usable'] else 'NOT usable'}"
     copy = row.get("copy")
@@ -98,6 +103,8 @@ def _file_line(row: dict, audio: dict | None) -> str:
         if copy.get("resampled"):
             text += f" (resampled {copy['resampled']}x"
             text += f", still above --max-copy {copy['max_copy']:.2f})" if copy["over"] else ")"
+        if copy.get("source") and copy.get("longest_run", 0) >= COPIED_RUN_NOTES:
+            text += f"  copies {copy['longest_run']} melody notes of {copy['source']}"
     if row.get("weight") is not None:
         text += f"  weight of B {row['weight']:.2f}"
     return text
