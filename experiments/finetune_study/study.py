@@ -68,13 +68,9 @@ def prepare(export: Path, base_corpus: Path, work: Path) -> dict:
     corpus (the base styles linked in, so their relative paths and splits are training's), the
     from-scratch corpus (the producer's files alone) and the evaluation corpus (all of them:
     the producer's as train, the held-out as test)."""
-    files = sorted((export / "classical").glob("*.mid"), key=_order)
-    if len(files) <= FINETUNE_FILES:
-        raise SystemExit(f"{export}/classical holds {len(files)} files; build it with "
-                         "`midigen data build --styles classical --out {export}`")
+    info = layout(export, work)
+    folders, mine, held = info["folders"], info["mine"], info["held"]
     shutil.rmtree(work, ignore_errors=True)
-    mine, held = files[:FINETUNE_FILES], files[FINETUNE_FILES:]
-    folders = {name: work / name for name in ("producer", "heldout", "corpus", "scratch", "eval")}
     for name in ("producer", "heldout"):
         folders[name].mkdir(parents=True)
     for f in mine:
@@ -86,14 +82,22 @@ def prepare(export: Path, base_corpus: Path, work: Path) -> dict:
         (folders["corpus"] / style_dir.name).symlink_to(style_dir.resolve(), target_is_directory=True)
     shutil.copytree(folders["producer"], folders["scratch"] / STYLE)
     (folders["eval"] / STYLE).mkdir(parents=True)
-    splits = {}
-    for f in mine:
+    for f in mine + held:
         shutil.copy(f, folders["eval"] / STYLE / f.name)
-        splits[f"{STYLE}/{f.name}"] = "train"
-    for f in held:
-        shutil.copy(f, folders["eval"] / STYLE / f.name)
-        splits[f"{STYLE}/{f.name}"] = "test"
-    return {"folders": folders, "splits": splits, "finetune_files": len(mine), "heldout_files": len(held)}
+    return info
+
+
+def layout(export: Path, work: Path) -> dict:
+    """The study's folders under `work`, the producer's and the held-out files, and the evaluation
+    corpus's split (the producer's files train, the held-out ones test)."""
+    files = sorted((export / "classical").glob("*.mid"), key=_order)
+    if len(files) <= FINETUNE_FILES:
+        raise SystemExit(f"{export}/classical holds {len(files)} files; build it with "
+                         f"`midigen data build --styles classical --out {export}`")
+    mine, held = files[:FINETUNE_FILES], files[FINETUNE_FILES:]
+    splits = {**{f"{STYLE}/{f.name}": "train" for f in mine}, **{f"{STYLE}/{f.name}": "test" for f in held}}
+    return {"folders": {name: work / name for name in ("producer", "heldout", "corpus", "scratch", "eval")},
+            "mine": mine, "held": held, "splits": splits, "finetune_files": len(mine), "heldout_files": len(held)}
 
 
 def run_command(args: list[str], env: dict, log: Path) -> dict:
@@ -145,12 +149,27 @@ def nll_rows(ss, bundles: dict, eval_corpus, base_styles: list[str]) -> dict:  #
     return rows
 
 
+def fidelity(ss, bundle, classifier, styles: list[str], out: Path, files: int) -> dict:  # noqa: ANN001
+    """{style: {"accuracy"}} of `files` generated files per style, in requests of at most
+    MAX_NUM files (seeds 0, 1, ...), pooled."""
+    from midigen.producer.request import MAX_NUM
+
+    hits, total = dict.fromkeys(styles, 0.0), 0
+    for seed, first in enumerate(range(0, files, MAX_NUM)):
+        n = min(MAX_NUM, files - first)
+        rows = ss.generated_accuracy(bundle, classifier, styles, {}, out / f"seed{seed}", ss.Sizes(files=n, seed=seed))
+        for s in styles:
+            hits[s] += rows[s]["accuracy"] * rows[s]["files"]
+        total += n
+    return {s: {"accuracy": hits[s] / total} for s in styles}
+
+
 def forgetting(ss, base, tuned, base_corpus, classifier, styles: list[str], out: Path, sizes) -> dict:  # noqa: ANN001
     """Every base style: TEST-split NLL per note and fidelity, shipped against fine-tuned."""
     nll_base = ss.heldout_nll(base, base_corpus, styles)
     nll_tuned = ss.heldout_nll(tuned, base_corpus, styles)
-    fid_base = ss.generated_accuracy(base, classifier, styles, {}, out / "base", sizes)
-    fid_tuned = ss.generated_accuracy(tuned, classifier, styles, {}, out / "finetuned", sizes)
+    fid_base = fidelity(ss, base, classifier, styles, out / "base", sizes.files)
+    fid_tuned = fidelity(ss, tuned, classifier, styles, out / "finetuned", sizes.files)
     rows = {}
     for s in styles:
         a, b = (nll_base.get(s) or {}).get("model_per_note"), (nll_tuned.get(s) or {}).get("model_per_note")
@@ -175,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE), help="where results.json and REPORT.md go")
     p.add_argument("--minutes", type=float, default=TRAIN_MINUTES, help="training-time limit of both runs")
     p.add_argument("--files", type=int, default=64, help="generated files of the new style")
+    p.add_argument("--reuse", action="store_true", help="measure the runs of the last study again (out/runs.json) "
+                   "instead of training them")
     p.add_argument("--forgetting-files", type=int, default=256,
                    help="generated files per base style, for each model (a fidelity drop of 0.05 is within "
                         "the noise of 64)")
@@ -184,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     work = out / "out"
     started = time.time()
-    prep = prepare(Path(args.export), Path(args.corpus), work)
+    prep = layout(Path(args.export), work)
     folders = prep["folders"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "MIDIGEN_CACHE": str(work / "model-cache"), "PYTHONUNBUFFERED": "1"}
@@ -193,15 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     common = [f"paths.cache={cache}", f"paths.outputs={work / 'runs'}", "trainer.enable_progress_bar=false"]
 
-    print("finetune study: fine-tuning", flush=True)
-    tuned_run = run_command(["finetune", str(folders["producer"]), "--style", STYLE, "--from", args.model,
-                             "--corpus", str(folders["corpus"]), "--register", "quartet-finetuned",
-                             "--minutes", str(args.minutes), *common], env, work / "finetune.log")
-    print(f"finetune study: fine-tune took {tuned_run['seconds'] / 60:.1f} min", flush=True)
-    scratch_run = run_command(["train", f"data.root={folders['scratch']}", f"trainer.max_time='{max_time}'",
-                               "trainer.max_epochs=1000", "registry.name=quartet-scratch", "registry.alias=null",
-                               "logger.experiment_name=quartet-scratch", *common], env, work / "scratch.log")
-    print(f"finetune study: from scratch took {scratch_run['seconds'] / 60:.1f} min", flush=True)
+    runs_json = work / "runs.json"
+    if args.reuse and runs_json.exists():  # the two runs of an earlier study; only the measurements again
+        runs = json.loads(runs_json.read_text())
+        tuned_run, scratch_run = runs["finetune"], runs["scratch"]
+    else:
+        prep = prepare(Path(args.export), Path(args.corpus), work)
+        print("finetune study: fine-tuning", flush=True)
+        tuned_run = run_command(["finetune", str(folders["producer"]), "--style", STYLE, "--from", args.model,
+                                 "--corpus", str(folders["corpus"]), "--register", "quartet-finetuned",
+                                 "--minutes", str(args.minutes), *common], env, work / "finetune.log")
+        print(f"finetune study: fine-tune took {tuned_run['seconds'] / 60:.1f} min", flush=True)
+        scratch_run = run_command(["train", f"data.root={folders['scratch']}", f"trainer.max_time='{max_time}'",
+                                   "trainer.max_epochs=1000", "registry.name=quartet-scratch", "registry.alias=null",
+                                   "logger.experiment_name=quartet-scratch", *common], env, work / "scratch.log")
+        print(f"finetune study: from scratch took {scratch_run['seconds'] / 60:.1f} min", flush=True)
+        runs_json.write_text(json.dumps({"finetune": tuned_run, "scratch": scratch_run}, indent=1))
 
     import torch
 
