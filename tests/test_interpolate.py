@@ -95,3 +95,43 @@ def test_the_arithmetic_mix_keeps_exact_ends_and_differs_between_them(bundle):
     assert arithmetic[1]["midi"] != geometric[1]["midi"]
     with pytest.raises(ValueError, match="mix='median'"):
         interpolate_batch(bundle, A, B, 2, req, mix="median")
+
+
+@pytest.mark.parametrize("form", ["AB", "AA'"])
+def test_with_a_form_the_ends_are_still_continuations_of_a_and_of_b(bundle, form):
+    """Each section of a formed interpolation is drawn between A and B: B's stream hears the clip
+    so far after B's own end, so the last clip is exactly the formed continuation of B."""
+    req = GenerateRequest(num=1, bars=4, seed=5, max_copy=None, form=form)
+    clips = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1")
+    follow = {name: generate_batch(bundle, req.but(context=str(path), style={style: 1.0}))[0]
+              for name, path, style in (("a", A, "chorale"), ("b", B, "fiddle"))}
+    assert clips[0]["midi"] == follow["a"]["midi"]
+    assert clips[-1]["midi"] == follow["b"]["midi"]
+    for clip in clips:  # the form holds at every step: A' keeps A below its top line, B is new music
+        on, off, pitch = clip["notes"]
+        bar2 = 2 * 4 * 960
+        first = {(o, f, p) for o, f, p in zip(on.tolist(), off.tolist(), pitch.tolist()) if o < bar2}
+        second = {(o - bar2, f - bar2, p) for o, f, p in zip(on.tolist(), off.tolist(), pitch.tolist()) if o >= bar2}
+        assert first and second and second != first
+
+
+def test_interpolate_takes_a_form_on_the_command_line(tmp_path):
+    from conftest import run_midigen
+
+    proc = run_midigen("interpolate", str(A), str(B), "--steps", "2", "--bars", "4", "--form", "AA",
+                       "--model", str(REPO / "models" / "pretrained"), "--seed", "3", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted((tmp_path / "o").glob("*.mid"))
+    assert len(files) == 2
+    for path in files:  # AA: the second half is the first, note for note
+        notes = [(m.note, t) for t, m in _timed(mido.MidiFile(path)) if m.type == "note_on" and m.velocity]
+        half = 2 * 4 * mido.MidiFile(path).ticks_per_beat
+        first = sorted((n, t) for n, t in notes if t < half)
+        assert first and sorted((n, t - half) for n, t in notes if t >= half) == first
+
+
+def _timed(midi):
+    now = 0
+    for m in mido.merge_tracks(midi.tracks):
+        now += m.time
+        yield now, m

@@ -95,9 +95,14 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
 
     def continuations(i: int, k: int, parts: list, num: int) -> list[np.ndarray]:
         """`num` continuations of file i's clip so far (`parts`), sampled as section k."""
-        context = np.concatenate([lead, clip_ids(_joined(parts), k * section_ticks, params, req.bpm)])
+        so_far = clip_ids(_joined(parts), k * section_ticks, params, req.bpm)
+        context = np.concatenate([lead, so_far])
+        towards = opts.towards
+        if towards is not None:  # interpolation: B's stream has heard the clip so far too, after B's own end
+            own = np.asarray(towards.context if towards.context is not None else lead, dtype=np.int64)
+            towards = replace(towards, context=np.concatenate([own, so_far]))
         cont = replace(opts, num=num, primer=None, context=context, start_pitches=None,
-                       seed=section_seed(req.seed, i, k))
+                       seed=section_seed(req.seed, i, k), towards=towards)
         return sample(bundle.model, params, cont)
 
     results = []

@@ -120,6 +120,8 @@ def add_interpolate_arguments(p) -> None:  # noqa: ANN001 - an argparse parser
                         f"(default {MIX})")
     p.add_argument("--model", default=None, help="as for generate (default: the champion, else the pretrained model)")
     p.add_argument("--bars", type=int, default=8, help="length of each clip in 4/4 bars, exact (default 8)")
+    p.add_argument("--form", default=None, help="shape each clip from sections, as for generate (AA', AB, AABA): "
+                   "every section is drawn between A and B at the clip's weight")
     p.add_argument("--style-a", default=None, help="A's style weights (default: what the model's classifier hears)")
     p.add_argument("--style-b", default=None, help="B's style weights (default: what the model's classifier hears)")
     add_request_arguments(p, CLIP_FIELDS)
@@ -132,7 +134,7 @@ def interpolate_command(args) -> int:  # noqa: ANN001
     from midigen.producer.registry import default_model_ref, locate_model
     from midigen.producer.request import CLIP_FIELDS, request_from_args
 
-    req = request_from_args(args, CLIP_FIELDS, num=args.num, bars=args.bars)
+    req = request_from_args(args, CLIP_FIELDS, num=args.num, bars=args.bars, form=args.form)
     blend_weights(args.steps)  # a bad --steps fails before the model loads
     audio = audio_settings(args)
     check_folder(Path(args.out))  # a bad --out fails before the model loads

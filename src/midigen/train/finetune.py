@@ -284,7 +284,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                 results[key] = float(value)
                 client.log_metric(run_id, key, float(value))
         card = finetune_card(base_ref, source, style, counts, replay, figures, before["base"], after,
-                             Path(datamodule.root) / style)
+                             Path(datamodule.root) / style, [f["rel"].split("/", 1)[-1] for f in new_files])
         tags = {"base_model": base_ref, "base_run_id": source.run_id or base.meta.get("run_id") or "",
                 "finetuned_style": style, "finetune_files": str(len(new_files))}
         for key, value in tags.items():
@@ -340,8 +340,11 @@ def _update_reference(base: Bundle, corpus, root: str, style: str, out: Path) ->
     out.write_text(json.dumps(reference, indent=1))
 
 
+CARD_FILES = 20  # file names a card lists before "and N more"
+
+
 def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, replay: float, figures: dict,
-                  before: dict, after: dict, folder: Path) -> str:
+                  before: dict, after: dict, folder: Path, names: list[str] | None = None) -> str:
     """The model card's fine-tuning section: the base, the new files, the figures."""
     def f(value, digits: int = 3) -> str:  # noqa: ANN001
         return "n/a" if value is None else f"{value:.{digits}f}"
@@ -353,6 +356,8 @@ def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, 
              f"- New style `{style}`: {sum(counts.values())} files from `{folder.name}/` "
              f"({counts['train']} train / {counts['val']} val / {counts['test']} test); "
              f"generate it with `--style {style}` or blend it: `--style {style}=0.7,<base style>=0.3`",
+             *([f"  - files: {', '.join(sorted(names)[:CARD_FILES])}"
+                + (f" and {len(names) - CARD_FILES} more" if len(names) > CARD_FILES else "")] if names else []),
              f"- Forgetting guard: {replay:.0%} of training windows replayed from the base styles' training files",
              f"- Held-out NLL per note, `{style}`: {f(figures['finetune/new_nll_per_note'])} "
              f"(the base model, even blend: {f(figures['finetune/new_nll_per_note_base'])})",
