@@ -98,6 +98,10 @@ def check_request(cfg: DictConfig, base: Bundle, overrides: list[str]) -> str:
     if not isinstance(replay, (int, float)) or isinstance(replay, bool) or not 0 <= replay < 1:
         raise MidigenError(f"finetune.replay={replay}: a share of training windows in 0..1 (1 would never "
                            "show the new style)")
+    scale = cfg.finetune.get("style_lr_scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1000:
+        raise MidigenError(f"finetune.style_lr_scale={scale}: a factor above 0 (1: the style embedding learns "
+                           "at optim.lr)")
     held = cfg.finetune.held_out_per_style
     if not isinstance(held, int) or isinstance(held, bool) or held < 0:
         raise MidigenError(f"finetune.held_out_per_style={held}: a whole number of files, 0 or more")
@@ -242,7 +246,8 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
     container["model"] = {**base.model.config.to_dict(), "dropout": float(cfg.model.dropout)}
     with config_errors("model"):
         module = EventLSTMModule(model=container["model"], tokenizer=tokenizer, optim=container["optim"],
-                                 scheduler=container.get("scheduler") or None, styles=styles)
+                                 scheduler=container.get("scheduler") or None, styles=styles,
+                                 lr_scales={"net.style_embedding.weight": float(cfg.finetune.style_lr_scale)})
     module.net.load_state_dict(grown_model(base, style, cfg.model.dropout).state_dict())
 
     held_out = [f for f in corpus.files if f["split"] in ("val", "test")]

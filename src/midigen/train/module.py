@@ -36,7 +36,9 @@ class StagedSteps(pl.LightningModule):
 
 class EventLSTMModule(StagedSteps):
     def __init__(self, model: dict, tokenizer: dict, optim: dict, scheduler: dict | None = None,
-                 styles: list[str] | None = None):
+                 styles: list[str] | None = None, lr_scales: dict[str, float] | None = None):
+        """`lr_scales`: {parameter name: factor} for parameters that learn at `factor` times optim.lr
+        (a fine-tune's style embedding, whose new row starts from nothing it learned)."""
         super().__init__()
         self.save_hyperparameters(logger=False)  # run.py logs the whole flattened config once
         params = EventParams.from_dict(tokenizer)
@@ -107,7 +109,17 @@ class EventLSTMModule(StagedSteps):
     def configure_optimizers(self):
         from hydra.utils import instantiate
 
-        optimizer = instantiate(self.hparams.optim)(self.parameters())
+        scales = self.hparams.get("lr_scales") or {}
+        params = self.parameters()
+        if scales:
+            named = dict(self.named_parameters())
+            unknown = sorted(set(scales) - set(named))
+            if unknown:
+                raise MidigenError(f"lr_scales names {unknown}, not parameters of the model")
+            lr = float(self.hparams.optim["lr"])
+            params = [{"params": [p for n, p in named.items() if n not in scales]},
+                      *({"params": [named[n]], "lr": lr * float(f)} for n, f in scales.items())]
+        optimizer = instantiate(self.hparams.optim)(params)
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer)
