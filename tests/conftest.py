@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import contextlib
+import hashlib
 import sys
 from pathlib import Path
 
@@ -64,6 +65,15 @@ def corpus_copy(tmp_path) -> Path:
     dest = tmp_path / "corpus"
     shutil.copytree(CORPUS, dest)
     return dest
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file and folder under `folder`: relative path -> (sha256 or "dir", mtime in ns)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        what = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        found[path.relative_to(folder).as_posix()] = (what, path.stat().st_mtime_ns)
+    return found
 
 
 def run_midigen(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import make_midi
+from conftest import make_midi, snapshot
 from midigen.cli import main
 from midigen.data import imports
 from midigen.data.cache import list_corpus
 
 OTHER_ROW = {"file": "fiddle/reel.mid", "style": "fiddle", "source": "ryansMammoth/x.abc#1", "notes": "3",
              "seconds": "1.50", "licence": "public domain", "exporter": "1"}
-
-
-def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    """Every file and folder under `folder`: relative path -> (sha256 or "dir", mtime in ns)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        what = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-        found[path.relative_to(folder).as_posix()] = (what, path.stat().st_mtime_ns)
-    return found
 
 
 def rows_of(path: Path) -> list[dict]:

@@ -7,7 +7,6 @@ and the grown network are unit tests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CORPUS, make_midi, run_midigen
+from conftest import CORPUS, make_midi, run_midigen, snapshot
 from midigen.cli import main
 from midigen.errors import MidigenError
 
@@ -38,15 +37,6 @@ def make_riffs(folder: Path, count: int = RIFFS) -> Path:
         where = folder / "more" if i >= count - 3 else folder
         make_midi(where / f"riff{i}.mid", notes, bpm=100 + 5 * i)
     return folder
-
-
-def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    """Every file and folder under `folder`: relative path -> (sha256 or "dir", mtime in ns)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        what = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-        found[path.relative_to(folder).as_posix()] = (what, path.stat().st_mtime_ns)
-    return found
 
 
 def client(uri: str):  # noqa: ANN201 - an MlflowClient
