@@ -200,6 +200,31 @@ def base_style_nll(net: EventLSTM, corpus, styles: list[str], split_files: list[
     return rows
 
 
+def finetune_corpus(datamodule, base: Bundle, style: str, replay: float, held_out_per_style: int):  # noqa: ANN001, ANN201
+    """(the corpus a fine-tune reads, the base styles it holds): `select_files` of the DataModule's
+    corpus, its styles in the model's order (the base's, then the new one), and an epoch of the
+    new style's training tokens once plus the replayed windows (unless data.samples_per_epoch)."""
+    with step(f"reading {datamodule.root} (new files are tokenized once)"):
+        corpus = datamodule.load_corpus()
+    if style not in corpus.styles:
+        raise MidigenError(f"no style folder {style} in {datamodule.root}: add your files with "
+                           f"`midigen data import DIR --style {style}` (or `midigen finetune DIR --style {style}`)")
+    present = [s for s in base.styles if s in corpus.styles]
+    if replay > 0 and not present:
+        raise MidigenError(f"finetune.replay={replay}: none of the base model's styles ({', '.join(base.styles)}) "
+                           f"is in {datamodule.root}; build them (`midigen data build`) or set finetune.replay=0")
+    corpus.files = select_files(corpus, present, style, held_out_per_style)
+    corpus.styles = [*base.styles, style]
+    new_files = [f for f in corpus.files if f["style"] == style]
+    if not any(f["split"] == "train" for f in new_files):
+        raise MidigenError(f"style {style} has no training file after the split ({len(new_files)} files): "
+                           "import more files")
+    if datamodule.samples_per_epoch is None:
+        tokens = sum(f["length"] for f in new_files if f["split"] == "train")
+        datamodule.samples_per_epoch = max(1, int(tokens / datamodule.seq_len / max(1e-9, 1.0 - replay)))
+    return corpus, present
+
+
 def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
     """A fine-tune: the base model grown by a style, the producer's files with replayed base
     windows, the index, classifier and reference updated; once tested, the bundle (its card
@@ -222,24 +247,8 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
     with config_errors("data"):
         datamodule = instantiate(cfg.data, tokenizer=tokenizer, style_shares={style: 1.0 - replay},
                                  _convert_="all")
-    with step(f"reading {datamodule.root} (new files are tokenized once)"):
-        corpus = datamodule.load_corpus()
-    if style not in corpus.styles:
-        raise MidigenError(f"no style folder {style} in {datamodule.root}: add your files with "
-                           f"`midigen data import DIR --style {style}` (or `midigen finetune DIR --style {style}`)")
-    present = [s for s in base.styles if s in corpus.styles]
-    if replay > 0 and not present:
-        raise MidigenError(f"finetune.replay={replay}: none of the base model's styles ({', '.join(base.styles)}) "
-                           f"is in {datamodule.root}; build them (`midigen data build`) or set finetune.replay=0")
-    corpus.files = select_files(corpus, present, style, int(cfg.finetune.held_out_per_style))
-    corpus.styles = styles  # the model's order: the base's styles, then the new one
+    corpus, present = finetune_corpus(datamodule, base, style, replay, int(cfg.finetune.held_out_per_style))
     new_files = [f for f in corpus.files if f["style"] == style]
-    if not any(f["split"] == "train" for f in new_files):
-        raise MidigenError(f"style {style} has no training file after the split ({len(new_files)} files): "
-                           "import more files")
-    if datamodule.samples_per_epoch is None:  # an epoch: the new style's training tokens once, plus replay
-        tokens = sum(f["length"] for f in new_files if f["split"] == "train")
-        datamodule.samples_per_epoch = max(1, int(tokens / datamodule.seq_len / max(1e-9, 1.0 - replay)))
 
     container = OmegaConf.to_container(cfg, resolve=True)
     container["tokenizer"] = tokenizer
