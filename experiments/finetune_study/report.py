@@ -105,7 +105,8 @@ def render(r: dict) -> str:
               f"Of {t['model']['files']} generated `{r['style']}` files: usable {fmt(t['model']['usable'])} "
               f"(real held-out windows {fmt(t['real_usable'])}, {t['real_windows']} windows); on-beat share "
               f"{fmt(t['model']['on_beat'])} (real {fmt(t['real_on_beat'])}); worst file: "
-              f"{t['model']['worst']}.", "",
+              + (f"{t['model']['worst']['file']} (on-beat {fmt(t['model']['worst']['on_beat'])})"
+                 if t['model'].get('worst') else "none") + ".", "",
               "Classified as (fine-tuned): " + ", ".join(
                   f"{k} {v}" for k, v in sorted(r["fidelity"]["finetuned"]["classified_as"].items(),
                                                 key=lambda kv: -kv[1])), "",
