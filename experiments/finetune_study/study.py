@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the noise of 64)")
     args = p.parse_args(argv)
 
+    from midigen.train.finetune import max_time
+
     ss = _style_study()
     out = Path(args.out)
     work = out / "out"
@@ -210,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
            "MIDIGEN_CACHE": str(work / "model-cache"), "PYTHONUNBUFFERED": "1"}
     cache = ROOT / "data" / "cache"  # the base styles' tokens are cached there already
-    seconds = int(args.minutes * 60)
-    max_time = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     common = [f"paths.cache={cache}", f"paths.outputs={work / 'runs'}", "trainer.enable_progress_bar=false"]
 
     runs_json = work / "runs.json"
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "--corpus", str(folders["corpus"]), "--register", "quartet-finetuned",
                                  "--minutes", str(args.minutes), *common], env, work / "finetune.log")
         print(f"finetune study: fine-tune took {tuned_run['seconds'] / 60:.1f} min", flush=True)
-        scratch_run = run_command(["train", f"data.root={folders['scratch']}", f"trainer.max_time='{max_time}'",
+        scratch_run = run_command(["train", f"data.root={folders['scratch']}",
+                                   f"trainer.max_time='{max_time(args.minutes)}'",
                                    "trainer.max_epochs=1000", "registry.name=quartet-scratch", "registry.alias=null",
                                    "logger.experiment_name=quartet-scratch", *common], env, work / "scratch.log")
         print(f"finetune study: from scratch took {scratch_run['seconds'] / 60:.1f} min", flush=True)

@@ -80,19 +80,22 @@ def load_base(ref: str | None) -> tuple[ModelSource, Bundle]:
     return source, bundle
 
 
-def check_request(cfg: DictConfig, base: Bundle, overrides: list[str]) -> str:
-    """The new style's name, once everything a user can get wrong is checked (one line each)."""
+def check_request(cfg: DictConfig, base: Bundle, overrides: list[str],
+                  names: tuple[str, str] = ("finetune.style=", "finetune.base=")) -> str:
+    """The new style's name, once everything a user can get wrong is checked (one line each).
+    `names`: how the style and the base are named in messages (the CLI's `--style `, `--from `)."""
     style = cfg.finetune.style
     if not style:
         raise MidigenError("finetune.style is not set: name the style your files are, e.g. finetune.style=trap")
     style = str(style)
+    style_name, base_name_ = names
     if safe_name(style) != style or style.startswith((".", "_")):
-        raise MidigenError(f"finetune.style={style!r}: use letters, digits, '-' and '_' (a folder name)")
+        raise MidigenError(f"{style_name}{style!r}: use letters, digits, '-' and '_' (a folder name)")
     if not base.styles:
-        raise MidigenError(f"finetune.base={cfg.finetune.base}: an unconditioned model (no styles) cannot learn "
+        raise MidigenError(f"{base_name_}{cfg.finetune.base}: an unconditioned model (no styles) cannot learn "
                            "a style; start from a model with styles")
     if style in base.styles:
-        raise MidigenError(f"finetune.style={style}: the base model already knows {style} "
+        raise MidigenError(f"{style_name}{style}: the base model already knows {style} "
                            f"(it knows {', '.join(base.styles)}); choose a new name")
     replay = cfg.finetune.replay
     if not isinstance(replay, (int, float)) or isinstance(replay, bool) or not 0 <= replay < 1:
@@ -394,6 +397,12 @@ def _quoted(key: str, value: object) -> str:
     return f"{key}='{text}'"
 
 
+def max_time(minutes: float) -> str:
+    """`trainer.max_time` (DD:HH:MM:SS) for a limit in minutes."""
+    seconds = int(round(minutes * 60))
+    return f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     """conf/train.yaml with `overrides`, as the Hydra run will compose it; a bad override is one line."""
     from hydra import compose, initialize_config_dir
@@ -419,11 +428,6 @@ def prepare_command(args) -> list[str]:  # noqa: ANN001 - argparse.Namespace
         raise MidigenError(f"{folder}: no such folder; name the folder that holds your MIDI files")
     ref = args.base or default_model_ref()
     _, base = load_base(ref)
-    if not base.styles:
-        raise MidigenError(f"--from {ref}: an unconditioned model (no styles) cannot learn a style")
-    if args.style in base.styles:
-        raise MidigenError(f"--style {args.style}: the base model already knows {args.style} "
-                           f"(it knows {', '.join(base.styles)}); choose a new name")
     if args.minutes is not None and not (0 < args.minutes <= 24 * 60):
         raise MidigenError(f"--minutes {args.minutes}: a time in minutes, above 0")
     register = args.register or f"midigen-{args.style}"
@@ -432,11 +436,10 @@ def prepare_command(args) -> list[str]:  # noqa: ANN001 - argparse.Namespace
     overrides = ["experiment=finetune", _quoted("finetune.base", ref), _quoted("finetune.style", args.style),
                  _quoted("data.root", Path(args.corpus).resolve()), _quoted("registry.name", register)]
     if args.minutes is not None:
-        seconds = int(round(args.minutes * 60))
-        overrides.append(f"trainer.max_time='00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'")
+        overrides.append(f"trainer.max_time='{max_time(args.minutes)}'")
     # Everything the run would refuse is refused now, before the import writes anything.
     cfg = _compose([*overrides, *args.overrides])
-    check_request(cfg, base, list(args.overrides))
+    check_request(cfg, base, list(args.overrides), names=("--style ", "--from "))
     check_settings(cfg)
     check_registry_name(cfg, base)
     import_folder(folder, args.style, Path(args.corpus))  # refuses a broken or empty folder, writing nothing
