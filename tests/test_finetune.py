@@ -25,7 +25,8 @@ REGISTER = "riffs-model"
 RIFFS = 8
 PENTATONIC = [57, 60, 62, 64, 67, 69, 72, 74, 76]  # A minor pentatonic over two octaves
 FAST = ["data.seq_len=32", "data.batch_size=8", "trainer.max_epochs=1", "callbacks.sampling.request.num=2",
-        "callbacks.sampling.request.bars=2", "callbacks.sampling.audio=false", "trainer.enable_progress_bar=false"]
+        "callbacks.sampling.request.bars=2", "callbacks.sampling.audio=false", "trainer.enable_progress_bar=false",
+        "finetune.calibration_files=8"]
 
 
 def make_riffs(folder: Path, count: int = RIFFS) -> Path:
@@ -119,6 +120,11 @@ def test_bundle_card_index_classifier_and_reference_know_the_new_style(finetuned
     assert "## Fine-tuned" in card
     assert "models:/midigen/1" in card
     assert f"`{STYLE}`: {RIFFS} files" in card, card
+    # The new style's nucleus mass, chosen among the candidates on generated clips, travels with the model.
+    chosen = json.loads((bundle / "config.json").read_text())["sampling"]["top_p"]
+    assert set(chosen) == {STYLE} and chosen[STYLE] in (0.9, 0.95, 1.0)
+    assert f"`{STYLE}` is drawn with `--top-p {chosen[STYLE]:g}`" in card, card
+    assert len(list((bundle.parent / "calibration").rglob("*.mid"))) == 3 * 8
 
     classifier = StyleClassifier.load(bundle / "style_classifier.json")
     assert classifier.styles == ["chorale", "fiddle", STYLE]
@@ -175,6 +181,8 @@ BAD = {
     "no such folder": (_riffs, ["--from", "/nonexistent/folder"], "/nonexistent/folder"),
     "a model size": (_riffs, ["model.hidden_size=64"], "keeps the base model's tokenizer and sizes"),
     "a tokenizer": (_riffs, ["tokenizer=beat"], "keeps the base model's tokenizer and sizes"),
+    "a negative distillation weight": (_riffs, ["finetune.distill=-1"], "finetune.distill=-1"),
+    "a nucleus mass above 1": (_riffs, ["finetune.top_p_candidates=[0.9,1.5]"], "finetune.top_p_candidates"),
 }
 
 
@@ -277,6 +285,72 @@ def test_grown_model(smoke_run):
     # The new style starts as the base model's even blend of its styles.
     torch.testing.assert_close(_logits(net, ids, torch.full((2,), len(styles), dtype=torch.long)),
                                _logits(base.model, ids, None), rtol=1e-5, atol=1e-5)
+
+
+def test_distillation_guards_the_base_styles_only(smoke_run, monkeypatch):
+    """finetune.distill: on the windows of styles the base knows, the loss adds the KL divergence
+    from the frozen base model (zero while the student is still the base); the new style's
+    windows are not distilled, and the teacher is neither saved nor trained."""
+    from midigen.producer.bundle import load_bundle
+    from midigen.train.finetune import grown_model
+    from midigen.train.module import EventLSTMModule
+
+    base = load_bundle(smoke_run["bundle"])
+    styles = [*base.styles, "new"]
+    config = {**base.model.config.to_dict(), "dropout": 0.0}
+    module = EventLSTMModule(model=config, tokenizer=base.params.to_dict(), optim={"_target_": "torch.optim.Adam",
+                             "_partial_": True, "lr": 1e-3}, styles=styles, distill=2.0)
+    module.net.load_state_dict(grown_model(base, "new", 0.0).state_dict())
+    keys, count = set(module.state_dict()), sum(1 for _ in module.parameters())
+    module.use_teacher(base.model)
+    assert set(module.state_dict()) == keys and sum(1 for _ in module.parameters()) == count
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    module.train()
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, base.params.vocab_size, (4, 24), generator=gen)
+    targets = torch.randint(1, base.params.vocab_size, (4, 24), generator=gen)
+    old, new = torch.tensor([0, 1, 0, 1]) % len(base.styles), torch.full((4,), len(styles) - 1)
+    positions = torch.zeros_like(ids)
+
+    def losses(style: torch.Tensor) -> tuple[float, float]:
+        logits, _ = module.net(ids, style, positions=positions if module.net.positioned else None)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return float(module.training_step((ids, targets, style, positions), 0).detach()), float(ce)
+
+    total, ce = losses(old)
+    assert total == pytest.approx(ce, abs=1e-5)  # the student is the base: nothing to distil yet
+    with torch.no_grad():
+        module.net.head.bias.add_(torch.linspace(-2, 2, module.net.head.bias.numel()))
+    total, ce = losses(old)
+    assert total > ce + 0.1  # moved away from the base on its own styles: the KL divergence pulls back
+    total, ce = losses(new)
+    assert total == pytest.approx(ce, abs=1e-5)  # the new style is free to move
+    assert all(not p.requires_grad for p in base.model.parameters())
+
+
+def test_the_new_styles_top_p_is_the_default_of_a_request_that_sets_none(smoke_run):
+    """A request without --top-p draws each style with the model's setting for it (a fine-tune's
+    choice for its new style, 0.95 for the others), a blend with the blend's average; a request
+    that sets --top-p gets exactly that."""
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.clip import sampling_options
+    from midigen.producer.request import DEFAULT_TOP_P, GenerateRequest
+
+    bundle = load_bundle(smoke_run["bundle"])
+    first, second = bundle.styles[:2]
+
+    def top_p(style: dict | None, **fields) -> float:  # noqa: ANN003
+        return sampling_options(bundle, GenerateRequest(num=1, bars=1, seed=0, style=style, **fields))[0].top_p
+
+    assert top_p({first: 1.0}) == top_p(None) == DEFAULT_TOP_P  # a model without settings
+    bundle.meta["sampling"] = {"top_p": {second: 1.0}}
+    assert top_p({first: 1.0}) == pytest.approx(DEFAULT_TOP_P)
+    assert top_p({second: 1.0}) == pytest.approx(1.0)
+    assert top_p({first: 0.5, second: 0.5}) == pytest.approx((DEFAULT_TOP_P + 1.0) / 2)
+    others = len(bundle.styles) - 1
+    assert top_p(None) == pytest.approx((others * DEFAULT_TOP_P + 1.0) / len(bundle.styles))  # the even blend
+    assert top_p({second: 1.0}, top_p=0.5) == 0.5
 
 
 def test_a_clip_that_quotes_a_training_file_names_it():

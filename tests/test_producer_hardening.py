@@ -280,4 +280,4 @@ def test_any_request_is_built_or_refused_in_words(values):
     except MidigenError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
-    assert 1 <= req.num <= 128 and req.temperature > 0 and 0 < req.top_p <= 1
+    assert 1 <= req.num <= 128 and req.temperature > 0 and (req.top_p is None or 0 < req.top_p <= 1)

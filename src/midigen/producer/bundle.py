@@ -44,6 +44,21 @@ class Bundle:
     def styles(self) -> list[str]:
         return list(self.model.config.styles)
 
+    def top_p(self, style=None) -> float:  # noqa: ANN001 - (S,) style weights, or None (the even blend)
+        """The nucleus mass for a request that sets none: the model's per-style settings
+        (meta["sampling"]["top_p"], which a fine-tune measures for its new style; DEFAULT_TOP_P
+        for every other style), averaged by the request's style weights."""
+        from midigen.producer.request import DEFAULT_TOP_P
+
+        chosen = ((self.meta or {}).get("sampling") or {}).get("top_p") or {}
+        styles = self.styles
+        if not chosen or not styles:
+            return DEFAULT_TOP_P
+        values = [float(chosen.get(s, DEFAULT_TOP_P)) for s in styles]
+        weights = [1.0] * len(styles) if style is None else [float(w) for w in style]
+        total = sum(weights)
+        return sum(w * v for w, v in zip(weights, values)) / total if total > 0 else DEFAULT_TOP_P
+
     @property
     def index_path(self) -> Path | None:
         p = self.path / INDEX if self.path.is_dir() else None

@@ -46,7 +46,8 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
                                "ask for more --bars or use a shorter clip")
     opts = SamplingOptions(
         num=req.num, max_events=req.event_budget, max_steps=max_steps, temperature=req.temperature,
-        top_k=req.top_k, top_p=req.top_p, scale=req.scale_classes, repetition_penalty=req.repetition_penalty,
+        top_k=req.top_k, top_p=req.top_p if req.top_p is not None else bundle.top_p(style),
+        scale=req.scale_classes, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,

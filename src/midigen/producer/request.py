@@ -30,6 +30,9 @@ MAX_BARS = 256  # 8.5 minutes at 120 bpm: a DAW idea is 4 to 64 bars
 MAX_EVENTS = 20_000  # per file, with --events
 EVENTS_PER_BAR = 256  # the event budget of a bar: 10x a dense four-voice chorale bar
 MAX_SEED = 2**32 - 1
+# The nucleus mass of a style the model carries no setting for (a fine-tune measures one for
+# its new style and stores it with the model: `Bundle.top_p`).
+DEFAULT_TOP_P = 0.95
 MAX_NAME_BYTES = 120  # the name prefix, in UTF-8 bytes: room left for _s<seed>_NN.mid under 255
 KERNELS = ("auto", "native", "python")
 STARTS = ("model", "random")
@@ -69,7 +72,8 @@ class GenerateRequest:
     bpm: float = _opt(120.0, "tempo written to the file (20-400)")
     temperature: float = _opt(1.0, "sharpness of the draw: < 1 safer, > 1 wilder (1 = as trained)")
     top_k: int = _opt(0, "sample from the k likeliest events (0 = off)")
-    top_p: float = _opt(0.95, "nucleus sampling mass, in (0, 1] (1 = off)")
+    top_p: float | None = _opt(None, f"nucleus sampling mass, in (0, 1] (1 = off; default: the model's setting for "
+                                     f"the style, {DEFAULT_TOP_P} unless a fine-tune chose another)")
     style: dict[str, float] | None = _opt(None, "style weights, e.g. chorale=0.6,fiddle=0.4 (default: an even blend)")
     key: str | None = _opt(None, "restrict notes to a key, e.g. 'F# minor'")
     scale: str | None = _opt(None, f"scale of --key: {', '.join(SCALES)}")
@@ -271,8 +275,8 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
     _within(req, "bpm", 20, 400, "use a tempo between 20 and 400")
     _within(req, "temperature", 1e-3, 100, "use a number from 0.001 to 100, e.g. 0.8 (1.0 = as trained)")
     _whole(req, "top_k", 0, 10_000, "use 0 (off) or a positive number")
-    _within(req, "top_p", 0, 1, "use a number in (0, 1]")
-    if req.top_p <= 0:
+    _within(req, "top_p", 0, 1, "use a number in (0, 1]", optional=True)
+    if req.top_p is not None and req.top_p <= 0:
         raise RequestError("top_p", req.top_p, "use a number in (0, 1]")
     _whole(req, "seed", 0, MAX_SEED, f"use a whole number from 0 to {MAX_SEED}")
     _within(req, "repetition_penalty", 0, 100, "use a number >= 0 (0 disables it)")

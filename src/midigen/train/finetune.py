@@ -6,7 +6,10 @@ tokenizer and sizes, which the run keeps; its style embedding grows one row for
 starts where the base left it. The new style is a folder of `data.root`
 (`midigen data import DIR --style NAME` puts it there). What guards the base styles against
 being forgotten is replay: `finetune.replay` of the training windows are drawn from the base
-styles' own training files (their share by length), the rest from the new style's. Validation
+styles' own training files (their share by length), the rest from the new style's, and on
+those windows the loss adds `finetune.distill` times the KL divergence from the frozen base
+model's next-event distribution (distillation: the base styles keep how the base samples them,
+not only what their files say). Validation
 and test use the new style's held-out files and `finetune.held_out_per_style` held-out files of
 each base style, so the run's val/nll watches both, and the model card reports the base styles'
 held-out NLL per note before and after.
@@ -14,7 +17,9 @@ held-out NLL per note before and after.
 What travels with the model is updated: the originality index gains the new style's training
 files (a producer is told when a clip copies one of their own), the style classifier is
 refitted on the base styles' and the new style's training excerpts, and the real-excerpt
-reference (the "usable" bound) gains the new style. The card names the base model's version
+reference (the "usable" bound) gains the new style. After training, the new style's default
+nucleus mass is chosen from `finetune.top_p_candidates` by the refitted classifier on generated
+clips and stored with the model (`Bundle.top_p`). The card names the base model's version
 and run, the new files and the figures. A user's mistake (no base model, a style the base
 knows, a style folder missing, sizes or tokenizer overridden, a registry name holding models
 of another tokenizer) is one MidigenError before any MLflow run exists.
@@ -34,7 +39,7 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from midigen import tracking
 from midigen.data.corpus import safe_name
@@ -105,6 +110,18 @@ def check_request(cfg: DictConfig, base: Bundle, overrides: list[str],
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 1000:
         raise MidigenError(f"finetune.style_lr_scale={scale}: a factor above 0 (1: the style embedding learns "
                            "at optim.lr)")
+    distill = cfg.finetune.get("distill", 0.0)
+    if not isinstance(distill, (int, float)) or isinstance(distill, bool) or not 0 <= distill <= 100:
+        raise MidigenError(f"finetune.distill={distill}: a weight of 0 or more (0: replay alone guards the "
+                           "base styles)")
+    candidates = cfg.finetune.get("top_p_candidates") or []
+    if not isinstance(candidates, (list, tuple, ListConfig)) or not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 1 for c in candidates):
+        raise MidigenError(f"finetune.top_p_candidates={candidates}: a list of nucleus masses in (0, 1], "
+                           "e.g. [0.9,0.95,1.0] ([]: the new style is sampled at 0.95)")
+    calibration = cfg.finetune.get("calibration_files", 64)
+    if not isinstance(calibration, int) or isinstance(calibration, bool) or not 0 <= calibration <= 128:
+        raise MidigenError(f"finetune.calibration_files={calibration}: a number of files from 0 to 128")
     held = cfg.finetune.held_out_per_style
     if not isinstance(held, int) or isinstance(held, bool) or held < 0:
         raise MidigenError(f"finetune.held_out_per_style={held}: a whole number of files, 0 or more")
@@ -259,8 +276,11 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
     with config_errors("model"):
         module = EventLSTMModule(model=container["model"], tokenizer=tokenizer, optim=container["optim"],
                                  scheduler=container.get("scheduler") or None, styles=styles,
-                                 lr_scales={"net.style_embedding.weight": float(cfg.finetune.style_lr_scale)})
+                                 lr_scales={"net.style_embedding.weight": float(cfg.finetune.style_lr_scale)},
+                                 distill=float(cfg.finetune.get("distill", 0.0)))
     module.net.load_state_dict(grown_model(base, style, cfg.model.dropout).state_dict())
+    if module.hparams.distill > 0 and replay > 0:
+        module.use_teacher(base.model)  # the replayed windows keep the base model's distributions
 
     held_out = [f for f in corpus.files if f["split"] in ("val", "test")]
     with step("scoring the base model on the held-out files"):
@@ -288,6 +308,12 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
             after = base_style_nll(module.net, corpus, present, held_out)
             new_after = files_nll(module.net, corpus, [f for f in held_out if f["style"] == style],
                                   _weights(styles, style))
+        module.net.eval()
+        candidates = list(cfg.finetune.get("top_p_candidates") or [])
+        with step(f"choosing the nucleus mass (--top-p) {style} is sampled with"):
+            top_p, fidelity = choose_top_p(module.net, base.params, classifier_path, style, candidates,
+                                           int(cfg.finetune.get("calibration_files", 64)), run_dir / "calibration",
+                                           int(cfg.seed) + 1)
         figures = {"finetune/new_nll_per_note": new_after["per_note"],
                    "finetune/new_nll_per_note_base": before["new_blend"]["per_note"],
                    "finetune/base_nll_per_note_before": before["base"]["all"],
@@ -296,23 +322,60 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                    "finetune/peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if before["base"]["all"] and after["all"]:
             figures["finetune/forgetting"] = after["all"] / before["base"]["all"] - 1
+        figures.update({f"finetune/top_p_fidelity/{p:g}": v for p, v in fidelity.items()})
+        if top_p is not None:
+            figures["finetune/top_p"] = top_p
         for key, value in figures.items():
             if value is not None:
                 results[key] = float(value)
                 client.log_metric(run_id, key, float(value))
         card = finetune_card(base_ref, source, style, counts, replay, figures, before["base"], after,
-                             Path(datamodule.root) / style, [f["rel"].split("/", 1)[-1] for f in new_files])
+                             Path(datamodule.root) / style, [f["rel"].split("/", 1)[-1] for f in new_files],
+                             top_p=top_p, fidelity=fidelity, calibration_files=int(cfg.finetune.get("calibration_files", 64)),
+                             distill=float(module.hparams.distill) if module._teacher else 0.0)
         tags = {"base_model": base_ref, "base_run_id": source.run_id or base.meta.get("run_id") or "",
                 "finetuned_style": style, "finetune_files": str(len(new_files))}
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
-        finish_event_run(cfg, module, corpus, container, left, results, client, run_id, card, tags)
+        sampling_meta = {"sampling": {"top_p": {style: top_p}}} if top_p is not None else None
+        finish_event_run(cfg, module, corpus, container, left, results, client, run_id, card, tags, sampling_meta)
 
     return Job(name=cfg.logger.experiment_name, datamodule=datamodule, corpus=corpus, module=module,
                checkpoint=checkpoint, callbacks=callbacks, monitor="val/nll", params=container,
                dataset=corpus.summary(), finish=finish, artifacts=[tok_dir / "tokenizer.json"],
                metrics={f"style_classifier/val_acc/{s}": a for s, a in (classifier_accuracy or {}).items()},
                tags={"task": "finetune", "base_model": base_ref, "finetuned_style": style}, resumable=False)
+
+
+def choose_top_p(net: EventLSTM, params, classifier_path: Path, style: str, candidates: list[float], files: int,  # noqa: ANN001
+                 out: Path, seed: int) -> tuple[float | None, dict[float, float]]:
+    """(the nucleus mass the new style is sampled with by default, {candidate: fidelity}).
+
+    Each candidate's `files` generated 8-bar clips of the new style alone (written under `out`)
+    are classified by the refitted style classifier; the candidate heard as the style most often
+    wins, ties going to the one nearest DEFAULT_TOP_P (every other style's). Nucleus sampling cuts
+    the unlikely events first, and for a dense style those are often its extra voices: a texture
+    the base styles do not have thins out towards them. None (no candidates or no classifier):
+    the new style keeps DEFAULT_TOP_P."""
+    from midigen.evaluation.style import StyleClassifier, classify_files
+    from midigen.producer.generate import GenerateRequest, generate_batch
+    from midigen.producer.request import DEFAULT_TOP_P
+
+    if not candidates or not classifier_path.exists() or files < 1:
+        return None, {}
+    classifier = StyleClassifier.load(classifier_path)
+    bundle = Bundle(net, params, {}, out)
+    fidelity = {}
+    for top_p in candidates:
+        req = GenerateRequest(num=files, bars=8, style={style: 1.0}, seed=seed, top_p=float(top_p), max_copy=None,
+                              name=f"{style}_p{float(top_p):g}")
+        folder = out / f"top_p_{float(top_p):g}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for clip in generate_batch(bundle, req):
+            (folder / clip["name"]).write_bytes(clip["midi"])
+        fidelity[float(top_p)] = float(classify_files(classifier, folder, expected=style)["folder"]["fidelity"])
+    best = max(fidelity, key=lambda p: (fidelity[p], -abs(p - DEFAULT_TOP_P)))
+    return best, fidelity
 
 
 def base_name(source: ModelSource) -> str:
@@ -361,7 +424,8 @@ CARD_FILES = 20  # file names a card lists before "and N more"
 
 
 def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, replay: float, figures: dict,
-                  before: dict, after: dict, folder: Path, names: list[str] | None = None) -> str:
+                  before: dict, after: dict, folder: Path, names: list[str] | None = None, top_p: float | None = None,
+                  fidelity: dict | None = None, calibration_files: int = 0, distill: float = 0.0) -> str:
     """The model card's fine-tuning section: the base, the new files, the figures."""
     def f(value, digits: int = 3) -> str:  # noqa: ANN001
         return "n/a" if value is None else f"{value:.{digits}f}"
@@ -375,12 +439,17 @@ def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, 
              f"generate it with `--style {style}` or blend it: `--style {style}=0.7,<base style>=0.3`",
              *([f"  - files: {', '.join(sorted(names)[:CARD_FILES])}"
                 + (f" and {len(names) - CARD_FILES} more" if len(names) > CARD_FILES else "")] if names else []),
-             f"- Forgetting guard: {replay:.0%} of training windows replayed from the base styles' training files",
+             f"- Forgetting guard: {replay:.0%} of training windows replayed from the base styles' training files"
+             + (f", held to the base model's next-event distributions (distillation weight {distill:g})" if distill else ""),
              f"- Held-out NLL per note, `{style}`: {f(figures['finetune/new_nll_per_note'])} "
              f"(the base model, even blend: {f(figures['finetune/new_nll_per_note_base'])})",
              f"- Base styles' held-out NLL per note: {f(before.get('all'))} before, {f(after.get('all'))} after"
              + (f" ({figures['finetune/forgetting']:+.1%})" if figures.get("finetune/forgetting") is not None else ""),
              "  - " + ", ".join(f"{s} {f(before[s], 2)} -> {f(after.get(s), 2)}" for s in before if s != "all"),
+             *([f"- Sampling: `{style}` is drawn with `--top-p {top_p:g}` unless a request sets one (the other "
+                f"styles 0.95): of " + ", ".join(f"{p:g}" for p in fidelity) + f", the setting whose {calibration_files} "
+                f"generated files the style classifier heard as `{style}` most often ("
+                + ", ".join(f"{p:g}: {v:.2f}" for p, v in fidelity.items()) + ")"] if top_p is not None else []),
              f"- Fine-tune: {figures['finetune/minutes']:.1f} min, peak memory "
              f"{figures['finetune/peak_memory_mb']:.0f} MB",
              "- The originality index covers the new files (`--max-copy off` turns the guard off), and the style "

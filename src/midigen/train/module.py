@@ -36,9 +36,14 @@ class StagedSteps(pl.LightningModule):
 
 class EventLSTMModule(StagedSteps):
     def __init__(self, model: dict, tokenizer: dict, optim: dict, scheduler: dict | None = None,
-                 styles: list[str] | None = None, lr_scales: dict[str, float] | None = None):
+                 styles: list[str] | None = None, lr_scales: dict[str, float] | None = None,
+                 distill: float = 0.0):
         """`lr_scales`: {parameter name: factor} for parameters that learn at `factor` times optim.lr
-        (a fine-tune's style embedding, whose new row starts from nothing it learned)."""
+        (a fine-tune's style embedding, whose new row starts from nothing it learned).
+        `distill`: weight of the KL divergence from a frozen teacher (`use_teacher`) on the training
+        windows of the styles the teacher knows, added to the cross-entropy: a fine-tune's guard
+        that the base styles keep the base model's whole next-event distribution, not only its
+        most likely events."""
         super().__init__()
         self.save_hyperparameters(logger=False)  # run.py logs the whole flattened config once
         params = EventParams.from_dict(tokenizer)
@@ -53,6 +58,16 @@ class EventLSTMModule(StagedSteps):
         self.hparams.model = config.to_dict()
         self.net = EventLSTM(config)
         self.params = params
+        self._teacher: tuple[EventLSTM, ...] = ()  # a tuple: not a submodule, not saved, not trained
+
+    def use_teacher(self, teacher: EventLSTM) -> None:
+        """Distil `teacher` (frozen) into the windows of its styles (the first teacher.num_styles)."""
+        if self.hparams.get("distill", 0.0) <= 0:
+            raise MidigenError("use_teacher: distill is 0; set a weight above 0")
+        if teacher.num_styles > self.net.num_styles or teacher.positioned != self.net.positioned:
+            raise MidigenError("use_teacher: the teacher must read the same inputs and know no more styles")
+        teacher.eval().requires_grad_(False)
+        self._teacher = (teacher,)
 
     def forward(self, ids: torch.Tensor, style: torch.Tensor | None = None, positions: torch.Tensor | None = None):
         return self.net(ids, style, positions=positions)
@@ -77,7 +92,28 @@ class EventLSTMModule(StagedSteps):
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, batch_size=max(n, 1), sync_dist=sync)
         if stage == "test":
             self._log_per_style(flat_logits, flat_targets, style.repeat_interleave(targets.shape[1]))
+        if stage == "train" and self._teacher:
+            kl = self._distillation(logits, inputs, targets, style, positions)
+            if kl is not None:
+                self.log("train/distill", kl, on_step=True, on_epoch=True, batch_size=max(n, 1))
+                loss = loss + float(self.hparams.distill) * kl
         return loss
+
+    def _distillation(self, logits, inputs, targets, style, positions) -> torch.Tensor | None:  # noqa: ANN001
+        """Mean KL(teacher || student) per valid event of the rows whose style the teacher knows."""
+        (teacher,) = self._teacher
+        rows = style < teacher.num_styles
+        if not bool(rows.any()):
+            return None
+        with torch.no_grad():
+            taught, _ = teacher(inputs[rows], style[rows],
+                                positions=positions[rows] if teacher.positioned else None)  # (R, T, V)
+        valid = targets[rows] != PAD_ID  # (R, T)
+        if not bool(valid.any()):
+            return None
+        student = F.log_softmax(logits[rows][valid], dim=-1)
+        target = F.log_softmax(taught[valid].float(), dim=-1)
+        return F.kl_div(student, target, log_target=True, reduction="batchmean")
 
     def _log_per_style(self, logits: torch.Tensor, targets: torch.Tensor, style: torch.Tensor) -> None:
         """test/nll/<style>: the held-out NLL per event of each style folder (the style study)."""

@@ -84,12 +84,14 @@ def build_reference(corpus, datamodule, out_path: Path) -> dict:  # noqa: ANN001
 
 def write_bundle(module, run_dir: Path, container: dict, corpus, results: dict, run_id: str,  # noqa: ANN001
                   sampling, index_path: Path, classifier_path: Path | None = None,
-                  reference_path: Path | None = None, card_extra: str = "") -> Path:
+                  reference_path: Path | None = None, card_extra: str = "", meta_extra: dict | None = None) -> Path:
+    """The model folder (`midigen.producer.bundle`): weights, tokenizer, config.json (`meta_extra`
+    added to it, e.g. a fine-tune's sampling settings), index, classifier, reference and card."""
     bundle_dir = run_dir / "bundle"
     meta = {"run_id": run_id, "commit": git_commit(), "experiment": container["logger"]["experiment_name"],
             "model": module.net.config.to_dict(),
             "data": corpus.summary(), "metrics": {k: v for k, v in results.items() if isinstance(v, float)},
-            "samples": last_samples(sampling)}
+            "samples": last_samples(sampling), **(meta_extra or {})}
     save_bundle(bundle_dir, module.net, run_dir / "tokenizer" / "tokenizer.json", meta)
     if index_path.exists():
         shutil.copyfile(index_path, bundle_dir / INDEX)

@@ -304,8 +304,10 @@ class Leftovers:
 
 
 def finish_event_run(cfg: DictConfig, module: EventLSTMModule, corpus, container: dict, left: Leftovers,  # noqa: ANN001
-                     results: dict, client, run_id: str, card_extra: str = "", tags: dict | None = None) -> Path:  # noqa: ANN001
-    """Once tested: NLL per note, the bundle (its card with `card_extra`), the registered version
+                     results: dict, client, run_id: str, card_extra: str = "", tags: dict | None = None,  # noqa: ANN001
+                     meta_extra: dict | None = None) -> Path:
+    """Once tested: NLL per note, the bundle (its card with `card_extra`, its config.json with
+    `meta_extra`), the registered version
     (tagged with `tags` too) and what a user reads at the end. Returns the bundle folder."""
     cut = client.get_run(run_id).data.tags.get("stopped", "stopped")  # set by StopReason where fit ran
     for key, value in per_note(corpus, results).items():
@@ -313,7 +315,8 @@ def finish_event_run(cfg: DictConfig, module: EventLSTMModule, corpus, container
         client.log_metric(run_id, key, value)
     styles = list(module.net.config.styles)
     bundle_dir = registration.write_bundle(module, left.run_dir, container, corpus, results, run_id, left.sampling,
-                                           left.index_path, left.classifier_path, left.reference_path, card_extra)
+                                           left.index_path, left.classifier_path, left.reference_path, card_extra,
+                                           meta_extra)
     if cfg.registry.name:
         summary = corpus.summary()
         score = {"val_nll": results.get("val/best_nll"), "tokenizer": module.params.key(),
