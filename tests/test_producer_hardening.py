@@ -101,12 +101,16 @@ def _break(folder, how: str) -> None:
     elif how == "weights of another shape":
         config["model"]["hidden_size"] = config["model"]["hidden_size"] // 2
         (folder / "config.json").write_text(json.dumps(config))
+    elif how.startswith("top_p"):  # a fine-tune's per-style sampling setting, edited by hand
+        config["sampling"] = {"top_p": {"nope": 0.9} if how == "top_p of an unknown style" else {"chorale": 1.5}}
+        (folder / "config.json").write_text(json.dumps(config))
 
 
 BROKEN = [("config not json", "config.json: not valid JSON"), ("config a list", "config.json: expected a JSON object"),
           ("absurd hidden size", "hidden_size=10000000"), ("tokenizer empty", "tokenizer.json: not a midigen tokenizer"),
           ("tokenizer of another model", "different models"), ("weights garbage", "model.safetensors: not readable"),
-          ("weights of another shape", "model.safetensors")]
+          ("weights of another shape", "model.safetensors"),
+          ("top_p of an unknown style", "sampling.top_p names 'nope'"), ("top_p above 1", "not a mass in (0, 1]")]
 
 
 @pytest.mark.parametrize("how,needle", BROKEN, ids=[b[0] for b in BROKEN])

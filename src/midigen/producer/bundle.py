@@ -120,9 +120,25 @@ def load_bundle(path: str | Path) -> Bundle:
     mismatch = config.tokenizer_mismatch(params)
     if mismatch:
         raise MidigenError(f"{folder}: {mismatch}")
+    _check_sampling(folder, meta, list(config.styles))
     model = EventLSTM(config)
     model.load_state_dict(_weights(folder / WEIGHTS, model))
     return Bundle(model.eval(), params, meta, folder)
+
+
+def _check_sampling(folder: Path, meta: dict, styles: list[str]) -> None:
+    """The per-style sampling settings a fine-tune stores ({"top_p": {style: mass}}): known
+    styles, masses in (0, 1]."""
+    chosen = (meta.get("sampling") or {}).get("top_p") if isinstance(meta.get("sampling") or {}, dict) else None
+    if chosen is None and not meta.get("sampling"):
+        return
+    if not isinstance(chosen, dict):
+        raise MidigenError(f"{folder / CONFIG}: sampling.top_p must map styles to nucleus masses")
+    for style, value in chosen.items():
+        if style not in styles:
+            raise MidigenError(f"{folder / CONFIG}: sampling.top_p names {style!r}, not a style of the model")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise MidigenError(f"{folder / CONFIG}: sampling.top_p of {style} is {value!r}, not a mass in (0, 1]")
 
 
 # Sizes a midigen model folder may declare (a larger one is a broken or hostile file, not a model:
