@@ -123,7 +123,7 @@ def test_bundle_card_index_classifier_and_reference_know_the_new_style(finetuned
     # The new style's nucleus mass, chosen among the candidates on generated clips, travels with the model.
     chosen = json.loads((bundle / "config.json").read_text())["sampling"]["top_p"]
     assert set(chosen) == {STYLE} and chosen[STYLE] in (0.9, 0.95, 1.0)
-    assert f"`{STYLE}` is drawn with `--top-p {chosen[STYLE]:g}`" in card, card
+    assert f"| {STYLE} | {chosen[STYLE]:g} |" in card, card
     assert len(list((bundle.parent / "calibration").rglob("*.mid"))) == 3 * 8
 
     classifier = StyleClassifier.load(bundle / "style_classifier.json")
@@ -316,7 +316,7 @@ def test_distillation_guards_the_base_styles_only(smoke_run, monkeypatch):
     def losses(style: torch.Tensor) -> tuple[float, float]:
         logits, _ = module.net(ids, style, positions=positions if module.net.positioned else None)
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        return float(module.training_step((ids, targets, style, positions), 0).detach()), float(ce)
+        return float(module.training_step((ids, targets, style, positions), 0).detach()), float(ce.detach())
 
     total, ce = losses(old)
     assert total == pytest.approx(ce, abs=1e-5)  # the student is the base: nothing to distil yet

@@ -176,6 +176,33 @@ def _cmd_models_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_calibrate(args: argparse.Namespace) -> int:
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.calibrate import CALIBRATION_SEED, calibrate, parse_candidates, write_settings
+
+    folder = Path(args.folder)
+    if not (folder / "config.json").is_file():
+        raise MidigenError(f"{folder}: not a model folder (no config.json); `midigen models pull URI` "
+                           "downloads a registered model into one")
+    bundle = load_bundle(folder)
+    styles = [s.strip() for s in args.style.split(",") if s.strip()] if args.style else None
+    candidates = parse_candidates(args.candidates)
+
+    def progress(style: str, row: dict) -> None:
+        cells = ", ".join(f"{p:g}: good {r['good']:.2f} (heard as {style} {r['fidelity']:.2f}, usable {r['usable']:.2f})"
+                          for p, r in row["candidates"].items())
+        print(f"{style}: --top-p {row['top_p']:g}  ({cells})", flush=True)
+
+    result = calibrate(bundle, styles, candidates, args.files, Path(args.work) if args.work else None,
+                       CALIBRATION_SEED if args.seed is None else args.seed, progress)
+    if args.dry_run:
+        print("midigen: --dry-run: the model folder is unchanged", file=sys.stderr)
+        return 0
+    write_settings(folder, result, args.files)
+    print(f"midigen: wrote the settings into {folder / 'config.json'} and its card", file=sys.stderr)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from midigen.bench.runner import bench_command
 
@@ -297,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true",
                       help="replace a folder of the same name that holds another model (another run or store)")
     pull.set_defaults(func=_cmd_models_pull)
+    cal = models_sub.add_parser("calibrate", help="choose each style's --top-p on generated clips and store it in "
+                                                  "a model folder")
+    cal.add_argument("folder", help="a model folder (models/pretrained, a run's bundle, one `models pull` wrote)")
+    cal.add_argument("--style", help="the styles to calibrate, comma-separated (default: all the model knows)")
+    cal.add_argument("--candidates", default="0.9,0.95,1", help="the nucleus masses to try (default 0.9,0.95,1)")
+    cal.add_argument("--files", type=int, default=64, help="8-bar clips per style and candidate, up to 128 (default 64)")
+    cal.add_argument("--seed", type=int, help="the clips' seed (default: one apart from the seeds the studies "
+                                              "judge files with)")
+    cal.add_argument("--work", help="where the clips go (default: calibration/ in the model folder)")
+    cal.add_argument("--dry-run", action="store_true", help="measure and print; leave the model folder unchanged")
+    cal.set_defaults(func=_cmd_models_calibrate)
     cache = models_sub.add_parser("cache", help="the registry models downloaded for generation ($MIDIGEN_CACHE)")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     listing = cache_sub.add_parser("list", help="each cached model: name, version, run, store, size")

@@ -18,8 +18,9 @@ What travels with the model is updated: the originality index gains the new styl
 files (a producer is told when a clip copies one of their own), the style classifier is
 refitted on the base styles' and the new style's training excerpts, and the real-excerpt
 reference (the "usable" bound) gains the new style. After training, the new style's default
-nucleus mass is chosen from `finetune.top_p_candidates` by the refitted classifier on generated
-clips and stored with the model (`Bundle.top_p`). The card names the base model's version
+nucleus mass is chosen from `finetune.top_p_candidates` on generated clips (`producer.calibrate`:
+heard as the style most often by the refitted classifier, no less usable) and stored with the
+model beside the base's settings (`Bundle.top_p`). The card names the base model's version
 and run, the new files and the figures. A user's mistake (no base model, a style the base
 knows, a style folder missing, sizes or tokenizer overridden, a registry name holding models
 of another tokenizer) is one MidigenError before any MLflow run exists.
@@ -47,6 +48,7 @@ from midigen.errors import MidigenError
 from midigen.evaluation.originality import OriginalityIndex
 from midigen.model import EventLSTM
 from midigen.producer.bundle import Bundle, load_bundle
+from midigen.producer.calibrate import calibrate, card_section, measured, settings
 from midigen.producer.registry import ModelSource, is_registry_uri, locate_model
 from midigen.train import registration
 from midigen.train.callbacks import SamplingCallback
@@ -309,11 +311,15 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
             new_after = files_nll(module.net, corpus, [f for f in held_out if f["style"] == style],
                                   _weights(styles, style))
         module.net.eval()
-        candidates = list(cfg.finetune.get("top_p_candidates") or [])
-        with step(f"choosing the nucleus mass (--top-p) {style} is sampled with"):
-            top_p, fidelity = choose_top_p(module.net, base.params, classifier_path, style, candidates,
-                                           int(cfg.finetune.get("calibration_files", 64)), run_dir / "calibration",
-                                           int(cfg.seed) + 1)
+        candidates = [float(c) for c in cfg.finetune.get("top_p_candidates") or []]
+        files = int(cfg.finetune.get("calibration_files", 64))
+        chosen = {}
+        if candidates and files and classifier_path.exists():
+            with step(f"choosing the nucleus mass (--top-p) {style} is sampled with"):
+                # the run folder holds what a bundle reads: the refitted classifier and the reference
+                chosen = calibrate(Bundle(module.net, base.params, {}, run_dir), [style], candidates, files,
+                                   run_dir / "calibration")
+        sampling = settings(chosen, base.meta.get("sampling"), files) if chosen or base.meta.get("sampling") else None
         figures = {"finetune/new_nll_per_note": new_after["per_note"],
                    "finetune/new_nll_per_note_base": before["new_blend"]["per_note"],
                    "finetune/base_nll_per_note_before": before["base"]["all"],
@@ -322,60 +328,32 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                    "finetune/peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if before["base"]["all"] and after["all"]:
             figures["finetune/forgetting"] = after["all"] / before["base"]["all"] - 1
-        figures.update({f"finetune/top_p_fidelity/{p:g}": v for p, v in fidelity.items()})
-        if top_p is not None:
-            figures["finetune/top_p"] = top_p
+        if chosen:
+            figures["finetune/top_p"] = chosen[style]["top_p"]
+            for p, row in chosen[style]["candidates"].items():
+                figures[f"finetune/top_p_fidelity/{p:g}"] = row["fidelity"]
+                figures[f"finetune/top_p_usable/{p:g}"] = row["usable"]
         for key, value in figures.items():
             if value is not None:
                 results[key] = float(value)
                 client.log_metric(run_id, key, float(value))
         card = finetune_card(base_ref, source, style, counts, replay, figures, before["base"], after,
                              Path(datamodule.root) / style, [f["rel"].split("/", 1)[-1] for f in new_files],
-                             top_p=top_p, fidelity=fidelity, calibration_files=int(cfg.finetune.get("calibration_files", 64)),
                              distill=float(module.hparams.distill) if module._teacher else 0.0)
+        if sampling:
+            card += "\n" + card_section(measured(sampling), files)
         tags = {"base_model": base_ref, "base_run_id": source.run_id or base.meta.get("run_id") or "",
                 "finetuned_style": style, "finetune_files": str(len(new_files))}
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
-        sampling_meta = {"sampling": {"top_p": {style: top_p}}} if top_p is not None else None
-        finish_event_run(cfg, module, corpus, container, left, results, client, run_id, card, tags, sampling_meta)
+        finish_event_run(cfg, module, corpus, container, left, results, client, run_id, card, tags,
+                         {"sampling": sampling} if sampling else None)
 
     return Job(name=cfg.logger.experiment_name, datamodule=datamodule, corpus=corpus, module=module,
                checkpoint=checkpoint, callbacks=callbacks, monitor="val/nll", params=container,
                dataset=corpus.summary(), finish=finish, artifacts=[tok_dir / "tokenizer.json"],
                metrics={f"style_classifier/val_acc/{s}": a for s, a in (classifier_accuracy or {}).items()},
                tags={"task": "finetune", "base_model": base_ref, "finetuned_style": style}, resumable=False)
-
-
-def choose_top_p(net: EventLSTM, params, classifier_path: Path, style: str, candidates: list[float], files: int,  # noqa: ANN001
-                 out: Path, seed: int) -> tuple[float | None, dict[float, float]]:
-    """(the nucleus mass the new style is sampled with by default, {candidate: fidelity}).
-
-    Each candidate's `files` generated 8-bar clips of the new style alone (written under `out`)
-    are classified by the refitted style classifier; the candidate heard as the style most often
-    wins, ties going to the one nearest DEFAULT_TOP_P (every other style's). Nucleus sampling cuts
-    the unlikely events first, and for a dense style those are often its extra voices: a texture
-    the base styles do not have thins out towards them. None (no candidates or no classifier):
-    the new style keeps DEFAULT_TOP_P."""
-    from midigen.evaluation.style import StyleClassifier, classify_files
-    from midigen.producer.generate import GenerateRequest, generate_batch
-    from midigen.producer.request import DEFAULT_TOP_P
-
-    if not candidates or not classifier_path.exists() or files < 1:
-        return None, {}
-    classifier = StyleClassifier.load(classifier_path)
-    bundle = Bundle(net, params, {}, out)
-    fidelity = {}
-    for top_p in candidates:
-        req = GenerateRequest(num=files, bars=8, style={style: 1.0}, seed=seed, top_p=float(top_p), max_copy=None,
-                              name=f"{style}_p{float(top_p):g}")
-        folder = out / f"top_p_{float(top_p):g}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for clip in generate_batch(bundle, req):
-            (folder / clip["name"]).write_bytes(clip["midi"])
-        fidelity[float(top_p)] = float(classify_files(classifier, folder, expected=style)["folder"]["fidelity"])
-    best = max(fidelity, key=lambda p: (fidelity[p], -abs(p - DEFAULT_TOP_P)))
-    return best, fidelity
 
 
 def base_name(source: ModelSource) -> str:
@@ -424,8 +402,7 @@ CARD_FILES = 20  # file names a card lists before "and N more"
 
 
 def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, replay: float, figures: dict,
-                  before: dict, after: dict, folder: Path, names: list[str] | None = None, top_p: float | None = None,
-                  fidelity: dict | None = None, calibration_files: int = 0, distill: float = 0.0) -> str:
+                  before: dict, after: dict, folder: Path, names: list[str] | None = None, distill: float = 0.0) -> str:
     """The model card's fine-tuning section: the base, the new files, the figures."""
     def f(value, digits: int = 3) -> str:  # noqa: ANN001
         return "n/a" if value is None else f"{value:.{digits}f}"
@@ -446,10 +423,6 @@ def finetune_card(base_ref: str, source: ModelSource, style: str, counts: dict, 
              f"- Base styles' held-out NLL per note: {f(before.get('all'))} before, {f(after.get('all'))} after"
              + (f" ({figures['finetune/forgetting']:+.1%})" if figures.get("finetune/forgetting") is not None else ""),
              "  - " + ", ".join(f"{s} {f(before[s], 2)} -> {f(after.get(s), 2)}" for s in before if s != "all"),
-             *([f"- Sampling: `{style}` is drawn with `--top-p {top_p:g}` unless a request sets one (the other "
-                f"styles 0.95): of " + ", ".join(f"{p:g}" for p in fidelity) + f", the setting whose {calibration_files} "
-                f"generated files the style classifier heard as `{style}` most often ("
-                + ", ".join(f"{p:g}: {v:.2f}" for p, v in fidelity.items()) + ")"] if top_p is not None else []),
              f"- Fine-tune: {figures['finetune/minutes']:.1f} min, peak memory "
              f"{figures['finetune/peak_memory_mb']:.0f} MB",
              "- The originality index covers the new files (`--max-copy off` turns the guard off), and the style "

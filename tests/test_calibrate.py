@@ -1,0 +1,91 @@
+"""`midigen models calibrate DIR`: each style's --top-p chosen on generated clips and stored in
+the model folder, which a request without --top-p then uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from midigen.cli import main
+from midigen.producer.calibrate import choose, settings, write_settings
+from midigen.producer.request import DEFAULT_TOP_P
+
+
+def _row(good: float, files: int = 64) -> dict:
+    return {"good": good, "fidelity": good, "usable": 1.0, "files": files}
+
+
+def test_the_candidate_with_most_good_files_wins_only_beyond_the_noise():
+    assert choose({0.9: _row(0.40), 0.95: _row(0.50), 1.0: _row(0.90)}) == 1.0  # far beyond 2 s.e.
+    assert choose({0.9: _row(0.55), 0.95: _row(0.50), 1.0: _row(0.45)}) == DEFAULT_TOP_P  # within the noise of 64
+    assert choose({0.9: _row(0.55, 10_000), 0.95: _row(0.50, 10_000)}) == 0.9  # the same gain, measured closely
+    assert choose({0.9: _row(0.5), 0.95: _row(0.5), 1.0: _row(0.5)}) == DEFAULT_TOP_P  # a tie keeps the default
+    assert choose({0.9: _row(0.2), 1.0: _row(0.3)}) == 1.0  # without the default: the best
+
+
+def test_settings_merge_and_the_card_section_is_rewritten_not_repeated(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": {}, "sampling": {"top_p": {"a": 0.9}}}))
+    (folder / "MODEL_CARD.md").write_text("# midigen model\n\n- Styles: a, b\n")
+    row = {"top_p": 1.0, "candidates": {0.95: {"good": 0.2, "fidelity": 0.2, "usable": 1.0},
+                                        1.0: {"good": 0.6, "fidelity": 0.6, "usable": 1.0}}}
+    write_settings(folder, {"b": row}, files=4)
+    write_settings(folder, {"b": {**row, "top_p": 0.95}}, files=4)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["sampling"]["top_p"] == {"a": 0.9, "b": 0.95}  # a's earlier setting kept, b's replaced
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert card.startswith("# midigen model\n\n- Styles: a, b\n")
+    assert card.count("## Sampling per style") == 1 and "| b | 0.95 | 0.20 / 0.20 / 1.00 | 0.60 / 0.60 / 1.00 |" in card
+    assert settings({}, None) == {"top_p": {}, "measured": {}}
+
+
+@pytest.fixture
+def model_copy(smoke_run, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(smoke_run["bundle"], folder)
+    return folder
+
+
+def test_calibrate_stores_each_styles_top_p_and_generate_uses_it(model_copy, tmp_path, capsys):
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.clip import sampling_options
+    from midigen.producer.request import GenerateRequest
+
+    weights = (model_copy / "model.safetensors").read_bytes()
+    status = main(["models", "calibrate", str(model_copy), "--files", "4", "--candidates", "0.95,1",
+                   "--work", str(tmp_path / "clips")])
+    out = capsys.readouterr().out
+    assert status == 0
+    bundle = load_bundle(model_copy)
+    chosen = bundle.meta["sampling"]["top_p"]
+    assert set(chosen) == set(bundle.styles) and set(chosen.values()) <= {0.95, 1.0}
+    for style in bundle.styles:
+        assert f"{style}: --top-p {chosen[style]:g}" in out
+        req = GenerateRequest(num=1, bars=1, seed=0, style={style: 1.0})
+        assert sampling_options(bundle, req)[0].top_p == pytest.approx(chosen[style])
+    assert len(list((tmp_path / "clips").rglob("*.mid"))) == 4 * 2 * len(bundle.styles)
+    assert (model_copy / "model.safetensors").read_bytes() == weights  # the weights are not touched
+    assert "## Sampling per style" in (model_copy / "MODEL_CARD.md").read_text()
+    assert not (model_copy / "calibration").exists()  # no clips left in the model folder
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--style", "nope"], "unknown style nope"),
+    (["--candidates", "0.9,2"], "--candidates 0.9,2"),
+    (["--candidates", "x"], "--candidates x"),
+    (["--files", "0"], "--files 0"),
+], ids=["unknown style", "mass above 1", "not a number", "no files"])
+def test_bad_calibrate_requests_are_one_line_and_change_nothing(model_copy, capsys, args, needle):
+    before = (model_copy / "config.json").read_text()
+    status = main(["models", "calibrate", str(model_copy), *args])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and needle in err, err
+    assert (model_copy / "config.json").read_text() == before
+
+
+def test_calibrate_refuses_what_is_not_a_model_folder(tmp_path, capsys):
+    assert main(["models", "calibrate", str(tmp_path)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
