@@ -23,6 +23,8 @@ def test_the_candidate_with_most_good_files_wins_only_beyond_the_noise():
     assert choose({0.9: _row(0.55, 10_000), 0.95: _row(0.50, 10_000)}) == 0.9  # the same gain, measured closely
     assert choose({0.9: _row(0.5), 0.95: _row(0.5), 1.0: _row(0.5)}) == DEFAULT_TOP_P  # a tie keeps the default
     assert choose({0.9: _row(0.2), 1.0: _row(0.3)}) == 1.0  # without the default: the best
+    less_usable = {0.95: _row(0.15, 128), 1.0: {"good": 0.27, "fidelity": 0.34, "usable": 0.93, "files": 128}}
+    assert choose(less_usable) == DEFAULT_TOP_P  # heard more often, in files a producer can use less often
 
 
 def test_settings_merge_and_the_card_section_is_rewritten_not_repeated(tmp_path):

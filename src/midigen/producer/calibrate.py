@@ -10,7 +10,8 @@ style classifier that travels with the model and judged file by file (`report.ju
 grid, in phase, no hanging notes). A file is good when it is both usable and heard as the style;
 the candidate with the most good files wins, but DEFAULT_TOP_P stays unless the winner beats
 it by more than twice the standard error of the difference (64 clips cannot tell 0.05 apart;
-chasing the draw's noise would move a setting for nothing). The choice is stored in the model folder's config.json
+chasing the draw's noise would move a setting for nothing), and a candidate less usable than the
+default by more than twice its standard error is never taken. The choice is stored in the model folder's config.json
 (`sampling.top_p`, read by `Bundle.top_p`: a request that sets no `--top-p` uses it, a blend the
 average by weight), with a line in its card. A fine-tune runs it for its new style;
 `midigen models calibrate DIR` for any model folder.
@@ -67,16 +68,24 @@ def measure(bundle, classifier, style: str, candidates, files: int, out: Path, s
 
 
 def choose(rows: dict) -> float:
-    """The candidate with the largest share of good files (usable and heard as the style); the
-    default DEFAULT_TOP_P stays unless another beats it by more than twice the standard error of
-    the difference of the two shares (a gain the clips' draw alone would rarely give)."""
-    best = max(rows, key=lambda p: (round(rows[p]["good"], 9), -abs(p - DEFAULT_TOP_P)))
-    if DEFAULT_TOP_P not in rows or best == DEFAULT_TOP_P:
-        return best
-    a, b = rows[best], rows[DEFAULT_TOP_P]
-    se = math.sqrt(a["good"] * (1 - a["good"]) / max(1, a.get("files", 1))
-                   + b["good"] * (1 - b["good"]) / max(1, b.get("files", 1)))
-    return best if a["good"] - b["good"] > 2 * se else DEFAULT_TOP_P
+    """The candidate with the largest share of good files (usable and heard as the style) among
+    those no less usable than DEFAULT_TOP_P; the default stays unless the winner has more good
+    files by more than twice the standard error of the difference (a gain the clips' draw alone
+    would rarely give), and a candidate whose usable share is lower by more than that is never
+    taken: a style heard more often in files a producer cannot use is no gain."""
+    if DEFAULT_TOP_P not in rows:
+        return max(rows, key=lambda p: (round(rows[p]["good"], 9), round(rows[p]["usable"], 9)))
+    default = rows[DEFAULT_TOP_P]
+    eligible = [p for p, row in rows.items()
+                if row["usable"] >= default["usable"] - 2 * _se(row, default, "usable")]
+    best = max(eligible, key=lambda p: (round(rows[p]["good"], 9), -abs(p - DEFAULT_TOP_P)))
+    gain = rows[best]["good"] - default["good"]
+    return best if best != DEFAULT_TOP_P and gain > 2 * _se(rows[best], default, "good") else DEFAULT_TOP_P
+
+
+def _se(a: dict, b: dict, key: str) -> float:
+    """The standard error of the difference of two shares (of a["files"] and b["files"] files)."""
+    return math.sqrt(a[key] * (1 - a[key]) / max(1, a.get("files", 1)) + b[key] * (1 - b[key]) / max(1, b.get("files", 1)))
 
 
 def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, files: int = CALIBRATION_FILES,  # noqa: ANN001
@@ -126,7 +135,8 @@ def card_section(result: dict, files: int) -> str:
              "A request without `--top-p` draws each style with its mass below (a blend: the average by weight; "
              f"a style not listed: {DEFAULT_TOP_P}). Chosen on {files} generated {CALIBRATION_BARS}-bar clips of the "
              "style alone per candidate: the one with the most good files (usable and heard as the style by the "
-             f"style classifier), where it beats {DEFAULT_TOP_P} by more than twice the standard error.", "",
+             f"style classifier), where it beats {DEFAULT_TOP_P} by more than twice the standard error and is "
+             "not less usable by more than that.", "",
              "| style | top-p | " + " | ".join(f"good / heard / usable at {p:g}" for p in _candidates(result)) + " |",
              "|---|---|" + "---|" * len(_candidates(result))]
     for style, row in result.items():
