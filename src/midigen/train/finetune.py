@@ -281,7 +281,8 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                                  lr_scales={"net.style_embedding.weight": float(cfg.finetune.style_lr_scale)},
                                  distill=float(cfg.finetune.get("distill", 0.0)))
     module.net.load_state_dict(grown_model(base, style, cfg.model.dropout).state_dict())
-    if module.hparams.distill > 0 and replay > 0:
+    distill = float(module.hparams.distill) if replay > 0 else 0.0  # nothing replayed: nothing to distil
+    if distill > 0:
         module.use_teacher(base.model)  # the replayed windows keep the base model's distributions
 
     held_out = [f for f in corpus.files if f["split"] in ("val", "test")]
@@ -339,7 +340,7 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                 client.log_metric(run_id, key, float(value))
         card = finetune_card(base_ref, source, style, counts, replay, figures, before["base"], after,
                              Path(datamodule.root) / style, [f["rel"].split("/", 1)[-1] for f in new_files],
-                             distill=float(module.hparams.distill) if module._teacher else 0.0)
+                             distill=distill)
         if sampling:
             card += "\n" + card_section(measured(sampling), files)
         tags = {"base_model": base_ref, "base_run_id": source.run_id or base.meta.get("run_id") or "",
