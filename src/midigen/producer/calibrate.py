@@ -11,9 +11,9 @@ grid, in phase, no hanging notes). A file is good when it is both usable and hea
 the candidate with the most good files wins, but DEFAULT_TOP_P stays unless the winner beats
 it by more than twice the standard error of the difference (64 clips cannot tell 0.05 apart;
 chasing the draw's noise would move a setting for nothing), and a candidate less usable than the
-default by more than twice its standard error is never taken. The choice is stored in the model folder's config.json
-(`sampling.top_p`, read by `Bundle.top_p`: a request that sets no `--top-p` uses it, a blend the
-average by weight), with a line in its card. A fine-tune runs it for its new style;
+default by more than twice its standard error is never taken. The choice is stored in the model
+folder's config.json (`sampling.top_p`, read by `Bundle.top_p`: a request that sets no `--top-p`
+uses it, a blend the average by weight), with a table in its card. A fine-tune runs it for its new style;
 `midigen models calibrate DIR` for any model folder.
 
 Not for: sampling (`sampling.py`), the request's defaults (`request.py`).
@@ -41,8 +41,9 @@ CARD_HEADING = "## Sampling per style"
 
 
 def measure(bundle, classifier, style: str, candidates, files: int, out: Path, seed: int) -> dict:  # noqa: ANN001
-    """{candidate: {"fidelity", "usable"}} of `files` clips of `style` alone at each candidate
-    (written under `out`, one folder per candidate)."""
+    """{candidate: {"fidelity", "usable", "good", "files"}}: the shares of `files` clips of `style`
+    alone at each candidate heard as the style, usable, and both (written under `out`, one folder
+    per candidate)."""
     from midigen.evaluation.style import classify_files
     from midigen.producer.generate import GenerateRequest, generate_batch
     from midigen.producer.report import judge
@@ -85,7 +86,7 @@ def choose(rows: dict) -> float:
 
 def _se(a: dict, b: dict, key: str) -> float:
     """The standard error of the difference of two shares (of a["files"] and b["files"] files)."""
-    return math.sqrt(a[key] * (1 - a[key]) / max(1, a.get("files", 1)) + b[key] * (1 - b[key]) / max(1, b.get("files", 1)))
+    return math.sqrt(sum(row[key] * (1 - row[key]) / max(1, row.get("files", 1)) for row in (a, b)))
 
 
 def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, files: int = CALIBRATION_FILES,  # noqa: ANN001
