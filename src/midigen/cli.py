@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--files", type=int, default=64, help="8-bar clips per style and candidate, up to 128 (default 64)")
     cal.add_argument("--seed", type=int, help="the clips' seed (default: one apart from the seeds the studies "
                                               "judge files with)")
-    cal.add_argument("--work", help="where the clips go (default: calibration/ in the model folder)")
+    cal.add_argument("--work", help="keep the clips in this folder (default: a temporary folder, removed after)")
     cal.add_argument("--dry-run", action="store_true", help="measure and print; leave the model folder unchanged")
     cal.set_defaults(func=_cmd_models_calibrate)
     cache = models_sub.add_parser("cache", help="the registry models downloaded for generation ($MIDIGEN_CACHE)")

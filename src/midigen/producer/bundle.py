@@ -46,7 +46,7 @@ class Bundle:
 
     def top_p(self, style=None) -> float:  # noqa: ANN001 - (S,) style weights, or None (the even blend)
         """The nucleus mass for a request that sets none: the model's per-style settings
-        (meta["sampling"]["top_p"], which a fine-tune measures for its new style; DEFAULT_TOP_P
+        (meta["sampling"]["top_p"], measured by `midigen models calibrate` or a fine-tune; DEFAULT_TOP_P
         for every other style), averaged by the request's style weights."""
         from midigen.producer.request import DEFAULT_TOP_P
 
@@ -127,17 +127,20 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def _check_sampling(folder: Path, meta: dict, styles: list[str]) -> None:
-    """The per-style sampling settings a fine-tune stores ({"top_p": {style: mass}}): known
-    styles, masses in (0, 1]."""
-    chosen = (meta.get("sampling") or {}).get("top_p") if isinstance(meta.get("sampling") or {}, dict) else None
-    if chosen is None and not meta.get("sampling"):
+    """The per-style sampling settings `midigen models calibrate` and a fine-tune store
+    ({"top_p": {style: mass}}): known styles, masses in (0, 1]."""
+    from midigen.producer.request import is_nucleus_mass
+
+    sampling = meta.get("sampling")
+    if not sampling:
         return
+    chosen = sampling.get("top_p") if isinstance(sampling, dict) else None
     if not isinstance(chosen, dict):
         raise MidigenError(f"{folder / CONFIG}: sampling.top_p must map styles to nucleus masses")
     for style, value in chosen.items():
         if style not in styles:
             raise MidigenError(f"{folder / CONFIG}: sampling.top_p names {style!r}, not a style of the model")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        if not is_nucleus_mass(value):
             raise MidigenError(f"{folder / CONFIG}: sampling.top_p of {style} is {value!r}, not a mass in (0, 1]")
 
 

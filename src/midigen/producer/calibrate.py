@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from midigen.errors import MidigenError
-from midigen.producer.request import DEFAULT_TOP_P
+from midigen.producer.request import DEFAULT_TOP_P, is_nucleus_mass
 
 CANDIDATES = (0.9, 0.95, 1.0)
 CALIBRATION_FILES = 64
@@ -103,7 +103,7 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
     missing = [s for s in styles if s not in classifier.styles]
     if missing:
         raise MidigenError(f"the model's style classifier does not know {', '.join(missing)}")
-    if not candidates or any(not 0 < float(c) <= 1 for c in candidates):
+    if not candidates or not all(is_nucleus_mass(c) for c in candidates):
         raise MidigenError(f"--candidates {','.join(map(str, candidates))}: nucleus masses in (0, 1], e.g. 0.9,0.95,1")
     candidates = sorted({float(c) for c in candidates})
     if not 1 <= files <= 128:
@@ -125,7 +125,7 @@ def parse_candidates(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or any(not 0 < v <= 1 for v in values):
+    if not values or not all(is_nucleus_mass(v) for v in values):
         raise MidigenError(f"--candidates {text}: nucleus masses in (0, 1], comma-separated, e.g. 0.9,0.95,1")
     return values
 

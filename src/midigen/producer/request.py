@@ -33,6 +33,11 @@ MAX_SEED = 2**32 - 1
 # The nucleus mass of a style the model carries no setting for (a fine-tune measures one for
 # its new style and stores it with the model: `Bundle.top_p`).
 DEFAULT_TOP_P = 0.95
+
+
+def is_nucleus_mass(value: object) -> bool:
+    """A number in (0, 1]: what --top-p, a model's per-style setting and a calibration candidate take."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= 1
 MAX_NAME_BYTES = 120  # the name prefix, in UTF-8 bytes: room left for _s<seed>_NN.mid under 255
 KERNELS = ("auto", "native", "python")
 STARTS = ("model", "random")

@@ -49,6 +49,7 @@ from midigen.evaluation.originality import OriginalityIndex
 from midigen.model import EventLSTM
 from midigen.producer.bundle import Bundle, load_bundle
 from midigen.producer.calibrate import calibrate, card_section, measured, settings
+from midigen.producer.request import is_nucleus_mass
 from midigen.producer.registry import ModelSource, is_registry_uri, locate_model
 from midigen.train import registration
 from midigen.train.callbacks import SamplingCallback
@@ -117,8 +118,7 @@ def check_request(cfg: DictConfig, base: Bundle, overrides: list[str],
         raise MidigenError(f"finetune.distill={distill}: a weight of 0 or more (0: replay alone guards the "
                            "base styles)")
     candidates = cfg.finetune.get("top_p_candidates") or []
-    if not isinstance(candidates, (list, tuple, ListConfig)) or not all(
-            isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 1 for c in candidates):
+    if not isinstance(candidates, (list, tuple, ListConfig)) or not all(is_nucleus_mass(c) for c in candidates):
         raise MidigenError(f"finetune.top_p_candidates={candidates}: a list of nucleus masses in (0, 1], "
                            "e.g. [0.9,0.95,1.0] ([]: the new style is sampled at 0.95)")
     calibration = cfg.finetune.get("calibration_files", 64)
