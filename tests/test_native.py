@@ -110,6 +110,10 @@ def reference_step(tracker: _Tracker, logits: np.ndarray, opts: SamplingOptions,
     if inv_t != 1:
         logits *= inv_t
     np.copyto(logits[:, NOTES], NEG_INF, where=tracker.blocked)
+    if tracker.grid is not None:
+        off_grid = tracker.off_grid()
+        np.copyto(logits[:, TIME_SHIFT_OFFSET:], NEG_INF, where=off_grid[:, 1:])
+        logits[off_grid[:, 0], ON] = NEG_INF
     if tracker.voices is not None:
         logits[tracker.full(), ON] = NEG_INF
     if tracker.penalty > 0:
@@ -149,16 +153,31 @@ CHOOSE_CASES = {
     **{f"range-voices{v}": dict(temperature=0.9, top_p=0.9, repetition_penalty=0.5, max_note_steps=20, scale=MAJOR,
                                 note_range=(55, 72), voices=v, max_steps=600)
        for v in (1, 2)},
+    # the 16th and 8th-triplet grid (beat steps), counted from a phase off the beat, and 16ths alone
+    "grid-16-8t": dict(temperature=0.9, top_p=0.9, repetition_penalty=0.5, max_note_steps=20, scale=MAJOR,
+                       max_steps=150, grid=(4, 3)),
+    "grid-16-voices1": dict(top_k=40, voices=1, grid=(4,), max_steps=150),
 }
+BEAT = EventParams.beat()
+GRID_PHASE = 5  # the clip's step 0 lies 5 steps into a beat (a context that ended there)
 
 
 @pytest.mark.parametrize("case", list(CHOOSE_CASES))
 def test_choose_matches_the_python_reference_step_by_step(case):
     B, steps = 6, 300
     opts = SamplingOptions(num=B, max_events=steps, **CHOOSE_CASES[case])
+    params = SEED if opts.grid is None else BEAT
+    V = params.vocab_size
     rng = np.random.default_rng(CHOOSE_SEED)
     inv_t = np.float32(1.0 / float(opts.temperature))
-    ref, nat = _Tracker(B, SEED, opts), _Tracker(B, SEED, opts)
+    ref, nat = _Tracker(B, params, opts), _Tracker(B, params, opts)
+    grid = None
+    if opts.grid is not None:
+        ref.grid_phase = nat.grid_phase = GRID_PHASE
+        grid = torch.from_numpy(nat.grid)
+        beat_lines = np.zeros(params.grid, dtype=bool)  # where a grid line lies in a beat, from the subdivisions
+        for d in opts.grid:
+            beat_lines[np.arange(d) * params.grid // d] = True
     start = NOTE_ON_OFFSET + np.array([60, 62, 64, 65, 67, 69])  # a sounding start note per file, in key
     ref.update(start)
     nat.update(start)
@@ -178,7 +197,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
     tilt[TIME_SHIFT_OFFSET:TIME_SHIFT_OFFSET + 16] = 1.5
     tilt[TIME_SHIFT_OFFSET + 16:] = -4.0
     tilt[OFF] = 2.0
-    saw = dict(overdue=0, done=0, on=0, off=0, shift=0, full=0)
+    saw = dict(overdue=0, done=0, on=0, off=0, shift=0, full=0, off_grid=0)
     for t in range(steps):
         logits = (rng.standard_normal((B, V)) * 3).astype(np.float32) + tilt
         uniform = rng.random(B)
@@ -186,6 +205,9 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         sounding = ~nat.blocked[:, OFF]  # NOTE_OFF allowed <=> the pitch sounds
         overdue = nat.overdue() if nat.max_note is not None else np.zeros((B, NUM_PITCHES), dtype=bool)
         was_done = nat_done.copy()
+        at = nat.elapsed + (GRID_PHASE if grid is not None else 0)  # where each file is in its beat
+        if grid is not None:
+            saw["off_grid"] += int((~beat_lines[at % params.grid]).sum())
 
         ref_logits = logits.copy()
         ref_tok = reference_step(ref, ref_logits, opts, inv_t, uniform, ref_done)
@@ -193,7 +215,8 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         nat_logits = torch.from_numpy(logits.copy())
         torch.ops.midigen.choose_(nat_logits, float(inv_t), blocked, float(nat.penalty), counts, recent, cursor,
                                   max_note, deadline, elapsed, out_of_key, voices, int(opts.top_k), float(opts.top_p),
-                                  torch.from_numpy(uniform), done_t, max_steps, out_t, t, ids)
+                                  torch.from_numpy(uniform), done_t, max_steps, out_t, t, ids, grid,
+                                  nat.grid_phase)
         nat.cursor = int(cursor)
         nat_tok = nat_out[:, t]
 
@@ -224,12 +247,15 @@ def test_choose_matches_the_python_reference_step_by_step(case):
                 assert opts.scale is None or p % 12 in opts.scale, "NOTE_ON out of key"
                 assert opts.note_range is None or opts.note_range[0] <= p <= opts.note_range[1], "out of range"
                 assert not full, f"NOTE_ON with {sounding[b].sum()} notes sounding, voices={opts.voices}"
+                assert grid is None or beat_lines[at[b] % params.grid], "NOTE_ON off the grid"
             elif NOTE_OFF_OFFSET <= tok < TIME_SHIFT_OFFSET:
                 saw["off"] += 1
                 assert sounding[b, tok - NOTE_OFF_OFFSET], "NOTE_OFF of a silent pitch"
             else:
                 saw["shift"] += 1
                 assert TIME_SHIFT_OFFSET <= tok < V
+                landing = at[b] + tok - TIME_SHIFT_OFFSET + 1
+                assert grid is None or beat_lines[landing % params.grid], "a time shift that leaves the grid"
     assert np.array_equal(nat_out, ref_out)
     # the walk went through the paths it is meant to test
     assert saw["on"] and saw["off"] and saw["shift"]
@@ -239,6 +265,8 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         assert saw["done"]  # files ended part-way and drew PAD from then on
     if opts.voices is not None:
         assert saw["full"]  # files reached the cap and went on with NOTE_OFFs and TIME_SHIFTs
+    if opts.grid is not None:
+        assert saw["off_grid"]  # files started off the grid (the phase) and were brought onto it
 
 
 # --- c) end to end ---------------------------------------------------------------------------
@@ -313,6 +341,33 @@ def test_native_and_python_sample_the_same_ids_with_a_position_model(start):
     python = sample(model, params, SamplingOptions(**opts, kernels="python"))
     assert same_ids(sample(model, params, SamplingOptions(**opts, kernels="native")), python)
     assert sum(len(ids) for ids in python) > 100
+
+
+@pytest.mark.parametrize("start", ["model", "primer", "context"])
+def test_native_and_python_keep_every_onset_and_offset_on_the_grid(start):
+    """An untrained model puts most of its mass off the grid; with a grid every time, counted
+    from the clip's bar line (a context's own phase), lands on a 16th or 8th-triplet line."""
+    model, params = position_model(("chorale", "fiddle"))
+    lead = np.array([NOTE_ON_OFFSET + 60, TIME_SHIFT_OFFSET + 6, NOTE_OFF_OFFSET + 60])  # 7 steps: off the grid
+    opens = {"model": dict(start="model"), "primer": dict(primer=lead),
+             "context": dict(context=np.concatenate([lead, [TIME_SHIFT_OFFSET]]), context_start=3)}[start]
+    opts = dict(PRODUCER, max_events=200, max_steps=400, style=torch.tensor([0.5, 0.5]), precision="fp32", seed=4,
+                grid=(4, 3), **opens)
+    python = sample(model, params, SamplingOptions(**opts, kernels="python"))
+    assert same_ids(sample(model, params, SamplingOptions(**opts, kernels="native")), python)
+    phase = {"model": 0, "primer": 7, "context": (3 + 8) % params.grid}[start]  # where the clip's draws begin
+    lines = {0, 3, 4, 6, 8, 9}
+    for ids in python:
+        t, times = phase, []
+        for i in ids.tolist()[len(lead) if start == "primer" else 0:]:
+            if i >= TIME_SHIFT_OFFSET:
+                t += i - TIME_SHIFT_OFFSET + 1
+                times.append(t)
+            elif i >= NOTE_ON_OFFSET:
+                times.append(t)
+        assert len(times) > 20 and {x % params.grid for x in times} <= lines, sorted({x % 12 for x in times})
+    free = sample(model, params, SamplingOptions(**{**opts, "grid": None}, kernels="python"))
+    assert not same_ids(free, python)  # the grid changed the draws: the model alone leaves the grid
 
 
 # --- d) the prepared-weights cache -----------------------------------------------------------

@@ -305,3 +305,57 @@ def test_a_position_model_trained_on_the_beat_writes_its_onsets_on_the_beat(tmp_
           f"{np.mean(plain):.3f} (worst {min(plain):.3f}); {time.perf_counter() - started:.0f} s")
     assert np.mean(beat) >= 0.85 and min(beat) >= 0.7
     assert np.mean(beat) > np.mean(plain) + 0.3
+
+
+# --- --grid: every onset and offset on the grid a producer asks for ----------------------------
+
+
+@pytest.mark.parametrize("grid,lines", [("auto", (4, 3)), ("1/16", (4,)), ("1/8t", (3,))])
+def test_generate_keeps_every_note_on_the_requested_grid(grid, lines, kernels, tmp_path):
+    """An untrained model draws time shifts at random; `generate` (default --grid auto: 16ths and
+    8th-note triplets for a model that counts beats) writes every note's start and end on the grid,
+    in every file, read back from the written MIDI; --grid off leaves the model's own timing."""
+    import mido
+
+    from midigen.producer.bundle import Bundle
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.request import GenerateRequest
+
+    bundle = Bundle(position_model(), BEAT, {}, tmp_path)
+    req = GenerateRequest(num=6, bars=4, seed=3, max_copy=None, kernels=kernels, grid=grid)
+
+    def times(clip) -> np.ndarray:  # the onsets and offsets of the file, in beats
+        midi = mido.MidiFile(file=__import__("io").BytesIO(clip["midi"]))
+        now, out = 0, []
+        for msg in mido.merge_tracks(midi.tracks):
+            now += msg.time
+            if msg.type in ("note_on", "note_off"):
+                out.append(now / midi.ticks_per_beat)
+        return np.asarray(out)
+
+    def on_lines(t: np.ndarray, subdivisions) -> np.ndarray:
+        return np.any([np.isclose(t * d, np.round(t * d)) for d in subdivisions], axis=0)
+
+    gridded = generate_batch(bundle, req)
+    assert all(len(times(c)) > 10 and on_lines(times(c), lines).all() for c in gridded)
+    free = generate_batch(bundle, req.but(grid="off"))
+    assert not all(on_lines(times(c), lines).all() for c in free)  # without it the model leaves the grid
+
+
+def test_a_grid_the_model_cannot_count_is_one_clear_line(tmp_path):
+    from midigen.producer.bundle import Bundle
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.request import GenerateRequest
+    from midigen.producer.sampling import grid_table
+
+    seed_model = EventLSTM(ModelConfig(vocab_size=EventParams.seed().vocab_size, hidden_size=8, num_layers=1)).eval()
+    with pytest.raises(MidigenError, match="counts time in milliseconds.*--grid off"):
+        generate_batch(Bundle(seed_model, EventParams.seed(), {}, tmp_path),
+                       GenerateRequest(num=1, bars=1, seed=1, max_copy=None, grid="1/16"))
+    # auto is off there: the seed's model samples as it always did
+    assert generate_batch(Bundle(seed_model, EventParams.seed(), {}, tmp_path),
+                          GenerateRequest(num=1, bars=1, seed=1, max_copy=None))
+    with pytest.raises(ValueError, match="do not divide"):
+        grid_table((5,), BEAT)
+    with pytest.raises(ValueError, match="subdivisions"):
+        SamplingOptions(grid=(0,))

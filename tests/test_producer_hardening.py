@@ -51,7 +51,7 @@ BAD_OPTIONS = [
     (["--bpm", "inf"], "--bpm"), (["--note-range", "90-20"], "--note-range"), (["--note-range", "x"], "LOW-HIGH"),
     (["--voices", "0"], "--voices"), (["--start", "nope"], "--start"), (["--name", "///"], "--name"),
     (["--name", "n" * 300], "bytes"), (["--velocity", "0"], "--velocity"), (["--max-copy", "2"], "--max-copy"),
-    (["--key", "H major"], "--key"), (["--kernels", "gpu"], "--kernels"),
+    (["--key", "H major"], "--key"), (["--kernels", "gpu"], "--kernels"), (["--grid", "1/32"], "--grid"),
     (["--repetition-penalty", "nan"], "--repetition-penalty"),
 ]
 
@@ -273,7 +273,7 @@ ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.f
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(["num", "bars", "events", "bpm", "temperature", "top_k", "top_p", "style",
                                         "key", "scale", "seed", "note_range", "voices", "start", "repetition_penalty",
-                                        "max_note_beats", "velocity", "name", "max_copy", "kernels", "typo"]),
+                                        "max_note_beats", "velocity", "name", "max_copy", "kernels", "grid", "typo"]),
                        ANY_VALUE, max_size=6))
 def test_any_request_is_built_or_refused_in_words(values):
     from midigen.errors import MidigenError

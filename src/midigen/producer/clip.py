@@ -51,8 +51,24 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
-        kernels=req.kernels, context=context, context_start=context_start, towards=towards)
+        kernels=req.kernels, context=context, context_start=context_start, towards=towards,
+        grid=sampling_grid(req.grid, params))
     return opts, end_tick
+
+
+def sampling_grid(name: str, params) -> tuple[int, ...] | None:  # noqa: ANN001
+    """--grid as the sampler's subdivisions of the beat, for this model's time steps."""
+    from midigen.producer.request import DEFAULT_GRID, GRIDS
+
+    if name == "auto":
+        name = DEFAULT_GRID if params.mode == "beat" else "off"
+    grid = GRIDS[name]
+    if grid is not None and params.mode != "beat":
+        raise MidigenError(f"--grid {name}: this model counts time in milliseconds, not beats; use --grid off")
+    if grid is not None and any(params.grid % d for d in grid):
+        raise MidigenError(f"--grid {name}: this model's beat has {params.grid} steps, too few for it; "
+                           f"use one of {', '.join(n for n, g in GRIDS.items() if g is None or not any(params.grid % d for d in g))}")
+    return grid
 
 
 def context_tail(path: str | None, params) -> tuple[np.ndarray | None, int]:  # noqa: ANN001

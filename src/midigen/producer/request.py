@@ -40,6 +40,11 @@ def is_nucleus_mass(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= 1
 MAX_NAME_BYTES = 120  # the name prefix, in UTF-8 bytes: room left for _s<seed>_NN.mid under 255
 KERNELS = ("auto", "native", "python")
+# --grid: where notes start and end, as a DAW's quantize values: subdivisions of the beat
+# (`sampling.SamplingOptions.grid`); "auto" is DEFAULT_GRID for a model that counts time in beats,
+# "off" for one that counts milliseconds (the seed's).
+GRIDS = {"1/16+1/8t": (4, 3), "1/16": (4,), "1/8t": (3,), "1/16t": (6,), "1/8": (2,), "1/4": (1,), "off": None}
+DEFAULT_GRID = "1/16+1/8t"
 STARTS = ("model", "random")
 RANDOM_START_RANGE = (36, 99)  # the seed's uniform first pitch, where --note-range does not say
 
@@ -88,6 +93,9 @@ class GenerateRequest:
     voices: int | None = _opt(None, "at most this many notes sounding at once (1 = a single melody line)")
     start: str = _opt("model", "how a clip opens: model (the style's own opening) or random (the seed's "
                                "uniform first pitch within --note-range, default 36-99)")
+    grid: str = _opt("auto", f"where notes start and end: {', '.join(GRIDS)} (off: wherever the model puts them); "
+                             f"auto: {DEFAULT_GRID}, the 16ths and 8th-note triplets, for a model that counts time "
+                             "in beats, off for one that counts milliseconds")
     repetition_penalty: float = _opt(0.3, "anti-stuck: logit penalty per recent repeat of a pitch (0 = off)")
     max_note_beats: float | None = _opt(4.0, "end any note held this long, in beats ('off' = no cap)")
     velocity: int = _opt(64, "note velocity (1-127)")
@@ -246,6 +254,7 @@ PARSERS = {
     **{n: _integer for n in ("num", "bars", "events", "top_k", "seed", "voices", "velocity")},
     **{n: _number for n in ("bpm", "temperature", "top_p", "repetition_penalty")},
     **{n: _text for n in ("key", "scale", "primer", "name", "start", "kernels", "context")},
+    "grid": lambda n, v: _text(n, v).strip().lower(),
     "style": parse_style, "note_range": parse_range, "max_copy": parse_max_copy,
     "max_note_beats": parse_note_beats, "towards": _towards, "form": parse_form_field,
 }
@@ -290,6 +299,8 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
     _whole(req, "voices", 1, 16, "use 1 (a single line) to 16", optional=True)
     if req.start not in STARTS:
         raise RequestError("start", req.start, f"use one of {', '.join(STARTS)}")
+    if req.grid not in GRIDS and req.grid != "auto":
+        raise RequestError("grid", req.grid, f"use auto or one of {', '.join(GRIDS)}")
     if req.kernels not in KERNELS:
         raise RequestError("kernels", req.kernels, f"use one of {', '.join(KERNELS)}")
     if req.note_range is not None:
@@ -348,7 +359,7 @@ def file_stem(name: str) -> str:
 # --- the command line, built from the request's fields --------------------------------------------
 
 # The fields every clip-writing command offers (generate, interpolate); generate adds these:
-CLIP_FIELDS = ("bpm", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices",
+CLIP_FIELDS = ("bpm", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices", "grid",
                "repetition_penalty", "max_note_beats", "velocity", "name", "max_copy", "kernels")
 GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "primer", "start")
 

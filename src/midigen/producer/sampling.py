@@ -7,7 +7,8 @@ vector, times W_ih is the same for every step), so a step is one small matmul pe
 
 Musical controls act on the logits before sampling: temperature, top-k, top-p, a key and a
 pitch range (NOTE_ON restricted to both), an anti-stuck repetition penalty on recently played
-pitches, a cap on how long a note may sound, a cap on how many notes sound at once, and
+pitches, a cap on how long a note may sound, a cap on how many notes sound at once, a rhythmic
+grid (a TIME_SHIFT only where it lands on the grid, so every onset and offset sits on it), and
 grammar masks (NOTE_OFF only for a sounding pitch, NOTE_ON only for a silent one). Producer
 path: plain torch, no Lightning.
 
@@ -87,6 +88,13 @@ class SamplingOptions:
     voices: at most this many notes sound at once in a file (>= 1; None: no cap). A file
         with `voices` notes sounding may not start another until one ends (NOTE_OFF and
         TIME_SHIFT stay allowed); voices=1 is a single line, no two notes overlapping.
+    grid: where in a beat notes may start and end, as subdivisions of the beat: (4, 3) is the
+        16th and 8th-triplet grid (every onset and offset at 0, 1/4, 1/3, 1/2, 2/3 or 3/4 of a
+        beat), (4,) 16ths only; None: anywhere the model's steps allow. A TIME_SHIFT is drawn
+        only where it lands on the grid, and a NOTE_ON only on it (a primer or context that
+        leaves the clip off the grid is followed by a shift back onto it). Counted from the
+        clip's first bar line (a context: from where it ends in its bar, see `context_start`).
+        Needs beat-mode steps that divide into each subdivision.
     repetition_penalty: logit penalty per occurrence of a pitch among the last
         `repetition_window` NOTE_ONs (0 disables); the producer's "gets stuck on notes".
     max_note_steps: a note sounding this long is ended before anything else happens.
@@ -145,6 +153,7 @@ class SamplingOptions:
     start: str = "model"
     context_start: int = 0
     bar_beats: int = BEATS_PER_BAR
+    grid: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.temperature) and self.temperature > 0):
@@ -159,6 +168,9 @@ class SamplingOptions:
             raise ValueError(f"start={self.start!r}: use one of {', '.join(STARTS)}")
         if self.bar_beats < 1:
             raise ValueError(f"bar_beats={self.bar_beats}: use at least 1 beat a bar")
+        if self.grid is not None and (not self.grid or any(int(d) != d or d < 1 for d in self.grid)):
+            raise ValueError(f"grid={self.grid}: use subdivisions of the beat, e.g. (4, 3) for 16ths and "
+                             "8th-note triplets, or None for no grid")
         if self.note_range is not None:
             if len(self.note_range) != 2 or not 0 <= self.note_range[0] <= self.note_range[1] <= NUM_PITCHES - 1:
                 raise ValueError(f"note_range={self.note_range}: use (low, high) MIDI pitches, 0 <= low <= high <= 127")
@@ -192,6 +204,30 @@ def allowed_pitches(scale: list[int] | None, note_range: tuple[int, int] | None)
     if note_range is not None:
         keep &= (pitches >= note_range[0]) & (pitches <= note_range[1])
     return pitches[keep]
+
+
+def grid_table(grid: tuple[int, ...] | None, params: EventParams) -> np.ndarray | None:
+    """`SamplingOptions.grid` as a table over the positions in a beat: (steps a beat, 1 + max_shift)
+    bool, column 0 whether a NOTE_ON may start at the position, column s whether a TIME_SHIFT of s
+    steps from it lands on the grid. None for no grid."""
+    if grid is None:
+        return None
+    if params.mode != "beat":
+        raise ValueError("a grid needs a model whose time steps are fractions of a beat (beat mode); "
+                         "this one counts milliseconds: use no grid")
+    beat = params.grid
+    bad = [d for d in grid if beat % d]
+    if bad:
+        raise ValueError(f"grid={tuple(grid)}: this model's beat has {beat} steps, which {bad} do not divide")
+    on = np.zeros(beat, dtype=bool)
+    for d in grid:
+        on[::beat // d] = True
+    shifts = np.arange(1, params.max_shift + 1)
+    table = np.concatenate([on[:, None], on[(np.arange(beat)[:, None] + shifts[None, :]) % beat]], axis=1)
+    if not table[:, 1:].any(axis=1).all():
+        raise ValueError(f"grid={tuple(grid)}: this model's longest time shift ({params.max_shift} steps) "
+                         "cannot reach the grid from every position")
+    return table
 
 
 @dataclass
@@ -233,6 +269,10 @@ class _Tracker:
         self.out_of_key = np.ones(NUM_PITCHES, dtype=bool)
         self.out_of_key[allowed_pitches(opts.scale, opts.note_range)] = False
         self.voices = opts.voices
+        # The grid's table (`grid_table`) and where the clip's step 0 lies in a beat (set by `sample`).
+        self.grid = grid_table(opts.grid, params)
+        self.beat = params.grid
+        self.grid_phase = 0
         self.blocked = np.zeros((batch, TIME_SHIFT_OFFSET), dtype=bool)
         self.blocked[:, PAD_ID] = True
         self.blocked[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET] = self.out_of_key
@@ -279,6 +319,10 @@ class _Tracker:
     def penalties(self) -> np.ndarray:
         """(B, 128) float32: repetition_penalty x how often each pitch is in the file's ring."""
         return self.penalty * self.counts[:, :NUM_PITCHES]
+
+    def off_grid(self) -> np.ndarray:
+        """(B, 1 + max_shift) bool: a NOTE_ON now (column 0), each TIME_SHIFT (columns 1..), off the grid."""
+        return ~self.grid[(self.elapsed + self.grid_phase) % self.beat]
 
     def full(self) -> np.ndarray:
         """(B,) bool: files with `voices` notes sounding, which may not start another."""
@@ -359,6 +403,8 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         prefix_at = bar_positions(prefix[0], params, bar, opens_at)
     stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native, prefix_at)
     tracker = _Tracker(B, params, opts)
+    if has_context:  # the grid is counted from where the context ends in its beat; a clip opens on a beat
+        tracker.grid_phase = (opts.context_start + total_steps(prefix[0], params)) % params.grid
     if not warm_only:  # a context's notes are all closed (a neutral start has none): nothing sounds yet
         for t in range(prefix.shape[1]):
             tracker.update(prefix[:, t])
@@ -505,6 +551,10 @@ def _python_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts:
         if inv_temperature != 1:
             logits[:] *= inv_temperature
         np.copyto(logits[:, notes], NEG_INF, where=tracker.blocked)  # PAD, key, range, grammar
+        if tracker.grid is not None:
+            off_grid = tracker.off_grid()
+            np.copyto(logits[:, TIME_SHIFT_OFFSET:], NEG_INF, where=off_grid[:, 1:])
+            logits[off_grid[:, 0], on_sl] = NEG_INF
         if tracker.voices is not None:
             logits[tracker.full(), on_sl] = NEG_INF
         if tracker.penalty > 0:
@@ -544,9 +594,11 @@ def _native_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts:
     max_steps = -1 if opts.max_steps is None else int(opts.max_steps)
     voices = -1 if tracker.voices is None else int(tracker.voices)
     penalty, top_k, top_p, inv_t = float(tracker.penalty), int(opts.top_k), float(opts.top_p), float(inv_temperature)
+    grid = None if tracker.grid is None else torch.from_numpy(np.ascontiguousarray(tracker.grid))
+    grid_phase = int(tracker.grid_phase)
 
     def pick(t: int, uniform: torch.Tensor) -> None:
         choose(logits_t, inv_t, blocked, penalty, counts, recent, cursor, max_note, deadline, elapsed, out_of_key,
-               voices, top_k, top_p, uniform, done_t, max_steps, out_t, t, ids)
+               voices, top_k, top_p, uniform, done_t, max_steps, out_t, t, ids, grid, grid_phase)
 
     return pick

@@ -48,7 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from midigen.errors import MidigenError, first_line
-from midigen.producer.request import KERNELS, STARTS, GenerateRequest, file_stem
+from midigen.producer.request import GRIDS, KERNELS, STARTS, GenerateRequest, file_stem
 from midigen.producer.theory import SCALES
 
 if TYPE_CHECKING:  # the app's types; Starlette itself is imported only when the app is made
@@ -73,7 +73,7 @@ THREADS = 1
 NOT_ON_PAGE = {"style": "the style sliders set it", "primer": "drop or pick a clip under Continue",
                "events": "the page asks for bars", "kernels": "the machine's business, not the page's"}
 FIRST = ("num", "bars", "form", "bpm", "key", "scale", "voices", "temperature", "seed")  # shown first, in this order
-CHOICES = {"scale": ["", *SCALES], "start": list(STARTS), "kernels": list(KERNELS)}
+CHOICES = {"scale": ["", *SCALES], "start": list(STARTS), "kernels": list(KERNELS), "grid": ["auto", *GRIDS]}
 LABELS = {"num": "ideas"}
 
 

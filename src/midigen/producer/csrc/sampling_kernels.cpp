@@ -8,7 +8,7 @@
 //   midigen::lstm_cell_  gates (+ first-layer table rows, + bias) -> sigmoid -> new 2c and h/2,
 //                        written where this layer and the next one read them (StepLSTM's layout).
 //   midigen::choose_     the producer's controls on one step's logits (temperature, key and range,
-//                        grammar, voices, anti-stuck penalty, note-length cap), the nucleus filter, the
+//                        grammar, grid, voices, anti-stuck penalty, note-length cap), the nucleus filter, the
 //                        draw (CDF inverted at a given uniform) and the musical-state update.
 //
 // Built with -ffp-contract=off: a*b+c rounds like the reference's separate multiply and add.
@@ -201,7 +201,8 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
              double penalty, const at::Tensor& counts, const at::Tensor& recent, const at::Tensor& cursor,
              int64_t max_note, const at::Tensor& deadline, const at::Tensor& elapsed, const at::Tensor& out_of_key,
              int64_t voices, int64_t top_k, double top_p, const at::Tensor& uniform, const at::Tensor& done,
-             int64_t max_steps, const at::Tensor& out, int64_t t, const at::Tensor& ids) {
+             int64_t max_steps, const at::Tensor& out, int64_t t, const at::Tensor& ids,
+             const std::optional<at::Tensor>& grid, int64_t grid_phase) {
   for (const at::Tensor* t : {&logits, &blocked, &counts, &recent, &cursor, &deadline, &elapsed, &out_of_key,
                               &uniform, &done, &out, &ids})
     check_cpu_contiguous(*t, "sampler state");
@@ -221,6 +222,18 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
   TORCH_CHECK(done.scalar_type() == at::kBool && done.numel() == B, "done must be bool (B,)");
   TORCH_CHECK(out.scalar_type() == at::kLong && out.size(0) == B && t >= 0 && t < out.size(1), "out must be int64 (B, T)");
   TORCH_CHECK(ids.scalar_type() == at::kLong && ids.numel() == B, "ids must be int64 (B,)");
+  // grid: (steps a beat, 1 + shifts) bool, as sampling.grid_table: column 0 a NOTE_ON may start at
+  // the position in the beat, column s a TIME_SHIFT of s steps lands on the grid.
+  const bool* grd = nullptr;
+  int64_t beat = 1;
+  if (grid.has_value()) {
+    check_cpu_contiguous(*grid, "grid");
+    TORCH_CHECK(grid->scalar_type() == at::kBool && grid->dim() == 2 && grid->size(0) > 0 &&
+                    grid->size(1) == 1 + V - kTimeShift,
+                "grid must be bool (steps a beat, 1 + V - 257)");
+    grd = grid->data_ptr<bool>();
+    beat = grid->size(0);
+  }
 
   float* lg = logits.data_ptr<float>();
   bool* blk = blocked.data_ptr<bool>();
@@ -249,6 +262,14 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
     const bool* bb = blk + b * kTimeShift;
     for (int64_t j = 0; j < kTimeShift; ++j)
       if (bb[j]) l[j] = neg_inf;
+    if (grd != nullptr) {  // a note starts only on the grid; a time shift only lands on it
+      const int64_t pos = ((el[b] + grid_phase) % beat + beat) % beat;
+      const bool* row = grd + pos * (1 + V - kTimeShift);
+      if (!row[0])
+        for (int64_t p = 0; p < kPitches; ++p) l[kNoteOn + p] = neg_inf;
+      for (int64_t j = kTimeShift; j < V; ++j)
+        if (!row[1 + j - kTimeShift]) l[j] = neg_inf;
+    }
     if (voices >= 0) {  // a file with `voices` notes sounding (its allowed NOTE_OFFs) may not start another
       int64_t sounding = 0;
       for (int64_t p = 0; p < kPitches; ++p) sounding += !bb[kNoteOff + p];
@@ -333,7 +354,7 @@ TORCH_LIBRARY(midigen, m) {
   m.def("choose_(Tensor(a!) logits, float inv_temperature, Tensor(b!) blocked, float penalty, Tensor(c!) counts, "
         "Tensor(d!) recent, Tensor(e!) cursor, int max_note, Tensor(f!) deadline, Tensor(g!) elapsed, "
         "Tensor out_of_key, int voices, int top_k, float top_p, Tensor uniform, Tensor(h!) done, int max_steps, "
-        "Tensor(i!) out, int t, Tensor(j!) ids) -> ()");
+        "Tensor(i!) out, int t, Tensor(j!) ids, Tensor? grid, int grid_phase) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(midigen, CPU, m) {
