@@ -27,6 +27,16 @@ def test_the_candidate_with_most_good_files_wins_only_beyond_the_noise():
     assert choose(less_usable) == DEFAULT_TOP_P  # heard more often, in files a producer can use less often
 
 
+def test_a_clearly_more_usable_candidate_with_as_many_good_files_is_taken():
+    def row(good: float, usable: float) -> dict:
+        return {"good": good, "fidelity": good, "usable": usable, "files": 128}
+
+    # folk on the shipped model (128 clips): at 0.9 as many good files and usable 0.98 against 0.90
+    assert choose({0.9: row(0.74, 0.98), 0.95: row(0.66, 0.90), 1.0: row(0.52, 0.69)}) == 0.9
+    assert choose({0.9: row(0.75, 0.98), 0.95: row(0.70, 0.95)}) == DEFAULT_TOP_P  # within the noise
+    assert choose({0.9: row(0.60, 0.99), 0.95: row(0.66, 0.90)}) == DEFAULT_TOP_P  # more usable, fewer good files
+
+
 def test_settings_merge_and_the_card_section_is_rewritten_not_repeated(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()

@@ -11,7 +11,8 @@ grid, in phase, no hanging notes). A file is good when it is both usable and hea
 the candidate with the most good files wins, but DEFAULT_TOP_P stays unless the winner beats
 it by more than twice the standard error of the difference (64 clips cannot tell 0.05 apart;
 chasing the draw's noise would move a setting for nothing), and a candidate less usable than the
-default by more than twice its standard error is never taken. The choice is stored in the model
+default by more than twice its standard error is never taken; one with as many good files and
+more usable ones by more than twice the standard error is taken too. The choice is stored in the model
 folder's config.json (`sampling.top_p`, read by `Bundle.top_p`: a request that sets no `--top-p`
 uses it, a blend the average by weight), with a table in its card. A fine-tune runs it for its new style;
 `midigen models calibrate DIR` for any model folder.
@@ -73,15 +74,22 @@ def choose(rows: dict) -> float:
     those no less usable than DEFAULT_TOP_P; the default stays unless the winner has more good
     files by more than twice the standard error of the difference (a gain the clips' draw alone
     would rarely give), and a candidate whose usable share is lower by more than that is never
-    taken: a style heard more often in files a producer cannot use is no gain."""
+    taken: a style heard more often in files a producer cannot use is no gain. Short of that, a
+    candidate with no fewer good files than the default and more usable ones by more than twice
+    the standard error is taken (the most usable such): files a producer can use, at no cost."""
     if DEFAULT_TOP_P not in rows:
         return max(rows, key=lambda p: (round(rows[p]["good"], 9), round(rows[p]["usable"], 9)))
     default = rows[DEFAULT_TOP_P]
     eligible = [p for p, row in rows.items()
                 if row["usable"] >= default["usable"] - 2 * _se(row, default, "usable")]
     best = max(eligible, key=lambda p: (round(rows[p]["good"], 9), -abs(p - DEFAULT_TOP_P)))
-    gain = rows[best]["good"] - default["good"]
-    return best if best != DEFAULT_TOP_P and gain > 2 * _se(rows[best], default, "good") else DEFAULT_TOP_P
+    if best != DEFAULT_TOP_P and rows[best]["good"] - default["good"] > 2 * _se(rows[best], default, "good"):
+        return best
+    steadier = [p for p, row in rows.items() if p != DEFAULT_TOP_P and row["good"] >= default["good"]
+                and row["usable"] - default["usable"] > 2 * _se(row, default, "usable")]
+    if steadier:
+        return max(steadier, key=lambda p: (round(rows[p]["usable"], 9), round(rows[p]["good"], 9)))
+    return DEFAULT_TOP_P
 
 
 def _se(a: dict, b: dict, key: str) -> float:
@@ -137,7 +145,8 @@ def card_section(result: dict, files: int) -> str:
              f"a style not listed: {DEFAULT_TOP_P}). Chosen on {files} generated {CALIBRATION_BARS}-bar clips of the "
              "style alone per candidate: the one with the most good files (usable and heard as the style by the "
              f"style classifier), where it beats {DEFAULT_TOP_P} by more than twice the standard error and is "
-             "not less usable by more than that.", "",
+             "not less usable by more than that, or has as many good files and more usable ones by more than "
+             "twice the standard error.", "",
              "| style | top-p | " + " | ".join(f"good / heard / usable at {p:g}" for p in _candidates(result)) + " |",
              "|---|---|" + "---|" * len(_candidates(result))]
     for style, row in result.items():
