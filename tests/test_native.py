@@ -159,7 +159,7 @@ CHOOSE_CASES = {
     "grid-16-voices1": dict(top_k=40, voices=1, grid=(4,), max_steps=150),
 }
 BEAT = EventParams.beat()
-GRID_PHASE = 5  # the clip's step 0 lies 5 steps into a beat (a context that ended there)
+GRID_PHASES = np.array([5, 0, 7, 3, 11, 2])  # where each file's step 0 lies in its beat (contexts that ended there)
 
 
 @pytest.mark.parametrize("case", list(CHOOSE_CASES))
@@ -173,7 +173,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
     ref, nat = _Tracker(B, params, opts), _Tracker(B, params, opts)
     grid = None
     if opts.grid is not None:
-        ref.grid_phase = nat.grid_phase = GRID_PHASE
+        ref.grid_phase, nat.grid_phase = GRID_PHASES.copy(), GRID_PHASES.copy()
         grid = torch.from_numpy(nat.grid)
         beat_lines = np.zeros(params.grid, dtype=bool)  # where a grid line lies in a beat, from the subdivisions
         for d in opts.grid:
@@ -205,7 +205,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         sounding = ~nat.blocked[:, OFF]  # NOTE_OFF allowed <=> the pitch sounds
         overdue = nat.overdue() if nat.max_note is not None else np.zeros((B, NUM_PITCHES), dtype=bool)
         was_done = nat_done.copy()
-        at = nat.elapsed + (GRID_PHASE if grid is not None else 0)  # where each file is in its beat
+        at = nat.elapsed + (GRID_PHASES if grid is not None else 0)  # where each file is in its beat
         if grid is not None:
             saw["off_grid"] += int((~beat_lines[at % params.grid]).sum())
 
@@ -216,7 +216,7 @@ def test_choose_matches_the_python_reference_step_by_step(case):
         torch.ops.midigen.choose_(nat_logits, float(inv_t), blocked, float(nat.penalty), counts, recent, cursor,
                                   max_note, deadline, elapsed, out_of_key, voices, int(opts.top_k), float(opts.top_p),
                                   torch.from_numpy(uniform), done_t, max_steps, out_t, t, ids, grid,
-                                  nat.grid_phase)
+                                  None if grid is None else torch.from_numpy(nat.grid_phase))
         nat.cursor = int(cursor)
         nat_tok = nat_out[:, t]
 

@@ -359,3 +359,32 @@ def test_a_grid_the_model_cannot_count_is_one_clear_line(tmp_path):
         grid_table((5,), BEAT)
     with pytest.raises(ValueError, match="subdivisions"):
         SamplingOptions(grid=(0,))
+
+
+# --- a context per file (each file of a formed batch continues its own clip so far) -------------
+
+
+@pytest.mark.parametrize("grid", [None, (4, 3)], ids=["free", "grid"])
+def test_each_file_continues_its_own_context(grid, kernels):
+    """Files with contexts of their own (lengths, bar positions and grid phases apart) are warmed
+    on their own and stepped together: with the draw made certain (top-k 1), each file's clip is the
+    one its context gives alone; a partner (`Towards`) with contexts per file too."""
+    model = position_model(styles=("chorale", "fiddle"))
+    a = NOTES
+    b = np.concatenate([NOTES, [TIME_SHIFT_OFFSET + 4, NOTE_ON_OFFSET + 67, TIME_SHIFT_OFFSET + 10, 129 + 67]])
+    base = dict(max_events=60, max_steps=200, top_k=1, grid=grid, kernels=kernels, precision="fp32",
+                style=torch.tensor([0.3, 0.7]))
+    both = sample(model, BEAT, SamplingOptions(num=3, context=[a, b, a], context_start=[0, 5, 0], **base))
+    alone_a = sample(model, BEAT, SamplingOptions(num=1, context=a, context_start=0, **base))[0]
+    alone_b = sample(model, BEAT, SamplingOptions(num=1, context=b, context_start=5, **base))[0]
+    assert np.array_equal(both[0], alone_a) and np.array_equal(both[2], alone_a)
+    assert np.array_equal(both[1], alone_b) and not np.array_equal(alone_a, alone_b)
+    towards = sampling.Towards(context=[b, a, b], style=torch.tensor([1.0, 0.0]), weight=0.5, context_start=[5, 0, 5])
+    mixed = sample(model, BEAT, SamplingOptions(num=3, context=[a, b, a], context_start=[0, 5, 0], towards=towards,
+                                                **base))
+    one = sample(model, BEAT, SamplingOptions(num=1, context=b, context_start=5, **base,
+                                              towards=sampling.Towards(context=a, style=torch.tensor([1.0, 0.0]),
+                                                                       weight=0.5)))[0]
+    assert np.array_equal(mixed[1], one)
+    with pytest.raises(ValueError, match="a context per file needs 3"):
+        sample(model, BEAT, SamplingOptions(num=3, context=[a, b], **base))

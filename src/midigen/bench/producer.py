@@ -1,5 +1,5 @@
-"""Row group `generate`: `midigen generate` as a fresh process against its 3 s budget, and what the
-producer path imports."""
+"""Row group `generate`: `midigen generate` as a fresh process against its 3 s budget, what the
+producer path imports, and a formed batch (`--form AA'`) against the same files formed one by one."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from midigen.bench.core import SEED_HIDDEN, SEED_LAYERS, Row, Sizes, run_child, seed_size_model
+from midigen.bench.core import SEED_HIDDEN, SEED_LAYERS, Row, Sizes, best_of, run_child, seed_size_model
 from midigen.data.events import EventParams
+from midigen.tracking import repo_root
+
+FORM_FILES = 8
 
 
 def make_bundle(dest: Path, hidden: int = SEED_HIDDEN, layers: int = SEED_LAYERS) -> Path:
@@ -55,8 +58,33 @@ def bench_generate(bundle: Path, work: Path, sizes: Sizes) -> list[Row]:
                     f"after a whole generate run in that process: no lightning/hydra/mlflow in sys.modules"
                     f"{'' if probe['generate_ok'] else ' (generate failed: ' + probe['error'] + ')'}; "
                     f"miditok {'loaded' if probe['miditok'] else 'not loaded'}")
-    rows = [Row("generate_cold_start", cold if not failure else float("nan"), 3.0, "s", "< 3 s", 1.0,
+    rows = [*bench_form(sizes), Row("generate_cold_start", cold if not failure else float("nan"), 3.0, "s", "< 3 s", 1.0,
                 notes=cold_notes),
             Row("producer_import", probe["import_s"], training["import_s"], "s",
                 ">= 1x and no lightning/hydra/mlflow", 1.0, notes=import_notes)]
     return rows
+
+
+def bench_form(sizes: Sizes) -> list[Row]:
+    """`generate --form AA' --num 8 --bars 8` on the shipped model: each section sampled for the whole
+    batch at once (ours) against the same eight files formed one request at a time (`--num 1` each,
+    how a formed batch was sampled before: each file's later sections on their own)."""
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.request import GenerateRequest
+
+    path = repo_root() / "models" / "pretrained"
+    if not (path / "config.json").exists():
+        return []
+    bundle = load_bundle(path)
+    req = GenerateRequest(num=FORM_FILES, bars=8, form="AA'", seed=1, max_copy=None, style={"chorale": 1.0})
+    repeats = max(1, sizes.sample_repeats // 2)
+    ours, ours_median = best_of(lambda: generate_batch(bundle, req), repeats)
+    one_by_one, one_median = best_of(lambda: [generate_batch(bundle, req.but(num=1, seed=1 + i))
+                                              for i in range(FORM_FILES)], repeats)
+    plain, _ = best_of(lambda: generate_batch(bundle, req.but(form=None)), repeats)
+    return [Row("form_batched_vs_one_by_one", ours, one_by_one, "s", ">= 2x", 2.0,
+                notes=f"{FORM_FILES} chorale clips of 8 bars, --form AA' (the second half's top line re-sampled from "
+                      f"4 candidates a file), shipped model; baseline = the same {FORM_FILES} files as {FORM_FILES} "
+                      f"requests of --num 1; best of {repeats}, medians {ours_median:.2f} vs {one_median:.2f} s; "
+                      f"the same batch without a form: {plain:.2f} s")]

@@ -44,9 +44,14 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         if primer is not None and total_steps(primer, params) >= max_steps:
             raise MidigenError(f"--primer {req.primer} is as long as the requested {req.bars} bars or longer: "
                                "ask for more --bars or use a shorter clip")
+    top_p = req.top_p
+    if top_p is None:  # the model's setting for the style; drawn towards another: the two mixed by the weight
+        top_p = bundle.top_p(style)
+        if towards is not None:
+            top_p = (1.0 - towards.weight) * top_p + towards.weight * bundle.top_p(towards.style)
     opts = SamplingOptions(
         num=req.num, max_events=req.event_budget, max_steps=max_steps, temperature=req.temperature,
-        top_k=req.top_k, top_p=req.top_p if req.top_p is not None else bundle.top_p(style),
+        top_k=req.top_k, top_p=top_p,
         scale=req.scale_classes, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
@@ -65,9 +70,10 @@ def sampling_grid(name: str, params) -> tuple[int, ...] | None:  # noqa: ANN001
     grid = GRIDS[name]
     if grid is not None and params.mode != "beat":
         raise MidigenError(f"--grid {name}: this model counts time in milliseconds, not beats; use --grid off")
-    if grid is not None and any(params.grid % d for d in grid):
+    fits = [n for n, g in GRIDS.items() if g is None or not any(params.grid % d for d in g)]
+    if name not in fits:
         raise MidigenError(f"--grid {name}: this model's beat has {params.grid} steps, too few for it; "
-                           f"use one of {', '.join(n for n, g in GRIDS.items() if g is None or not any(params.grid % d for d in g))}")
+                           f"use one of {', '.join(fits)}")
     return grid
 
 

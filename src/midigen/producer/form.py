@@ -19,9 +19,10 @@ a chorus: that shape is `AA'`. What each section is, in clip order:
   `--voices`. A primed letter met again repeats its first variation.
 
 Every section is cut at its end (notes sounding there close there), so each section stands on
-its own and a repeat is exactly its source. Sampling is per file (each file's context is its
-own clip so far); seeds derive from `--seed`, the file and the section, so the same seed
-writes the same bytes.
+its own and a repeat is exactly its source. Each section is sampled for every file of the batch
+at once, each file's context its own clip so far (the sampler warms each file's state on its
+own context and steps them together); seeds derive from `--seed` and the section, so the same
+seed writes the same bytes.
 
 Not for: the request's checks (`request.py` calls `parse_form`), the sampler (`sampling.py`), sampling the
 sections (`generate.generate_formed`, which uses what is here).
@@ -169,9 +170,10 @@ def fit_score(kept, top, replaced_ticks: int) -> float:
 # --- sampling the sections ---------------------------------------------------------------------
 
 
-def section_seed(seed: int, file: int, section: int) -> int:
-    """The seed of one file's sampled section after the first (the first is the batch's `seed`)."""
-    return int(np.random.SeedSequence([int(seed), file, section]).generate_state(1)[0])
+def section_seed(seed: int, section: int) -> int:
+    """The seed of a sampled section after the first, drawn for every file of the batch at once
+    (the first is the batch's `seed`)."""
+    return int(np.random.SeedSequence([int(seed), section]).generate_state(1)[0])
 
 
 def _ticks_to_steps(ticks, params, bpm: float) -> np.ndarray:  # noqa: ANN001

@@ -74,7 +74,7 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
     from midigen.data.midi_io import ids_to_ticks
     from midigen.producer.form import (MIN_NOTE_TICKS, VARIATION_CANDIDATES, _cut_bar, _joined, _shifted,
                                        _ticks_to_steps, _vary, clip_ids, parse_form, section_seed)
-    from midigen.producer.sampling import sample
+    from midigen.producer.sampling import neutral_start, sample
 
     params = bundle.params
     sections = parse_form(req.form)
@@ -93,52 +93,72 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
     def to_notes(ids: np.ndarray):  # noqa: ANN202
         return ids_to_ticks(ids, params, req.bpm, section_ticks, min_ticks=MIN_NOTE_TICKS)
 
-    def continuations(i: int, k: int, parts: list, num: int) -> list[np.ndarray]:
-        """`num` continuations of file i's clip so far (`parts`), sampled as section k."""
-        so_far = clip_ids(_joined(parts), k * section_ticks, params, req.bpm)
-        context = np.concatenate([lead, so_far])
-        towards = opts.towards
-        if towards is not None:  # interpolation: B's stream has heard the clip so far too, after B's own end
-            own = np.asarray(towards.context if towards.context is not None else lead, dtype=np.int64)
-            towards = replace(towards, context=np.concatenate([own, so_far]))
-        cont = replace(opts, num=num, primer=None, context=context, start_pitches=None,
-                       seed=section_seed(req.seed, i, k), towards=towards)
+    def continuations(k: int, so_far: list[list], num: int) -> list[np.ndarray]:
+        """`num` continuations of each file's clip so far (`so_far[i]`, its sections' notes), sampled
+        as section k for every file at once: file i's are rows i*num .. i*num+num-1."""
+        contexts, towards_contexts = [], []
+        own = None
+        if opts.towards is not None:  # interpolation: B's stream has heard the clip so far too, after B's own end
+            own = np.asarray(opts.towards.context if opts.towards.context is not None else lead, dtype=np.int64)
+        for parts in so_far:
+            heard = clip_ids(_joined(parts), k * section_ticks, params, req.bpm)
+            context = np.concatenate([lead, heard])
+            if not len(context):  # nothing was heard (no notes, no rests): follow on from a beat's rest
+                context = np.asarray([neutral_start(params)], dtype=np.int64)
+            contexts += [context] * num  # one array per file: its continuations share its warm-up
+            if own is not None:
+                towards_contexts += [np.concatenate([own, heard])] * num
+        towards = opts.towards if own is None else replace(opts.towards, context=towards_contexts)
+        cont = replace(opts, num=len(contexts), primer=None, context=contexts, start_pitches=None,
+                       seed=section_seed(req.seed, k), towards=towards)
         return sample(bundle.model, params, cont)
 
-    results = []
+    made, attempts = [], []  # per file: {section label: (notes, cut bar)}; originality resamplings
     for i, first_ids in enumerate(sample(bundle.model, params, opts)):
         first = to_notes(first_ids)
-        attempts = 0
+        tries = 0
         if index is not None:
             first_ids, first, copy = least_copied(bundle, first_req, opts, i, first_ids, first, index, bound,
                                                    section_ticks)
-            attempts = copy["resampled"]
-        made = {sections[0].label: (first, _cut_bar(first_ids, params, opts, req.bpm))}
-        parts, cut_at_bar = [], None
-        for k, section in enumerate(sections):
-            if section.label not in made:
-                if not section.varied:
-                    ids = continuations(i, k, parts, 1)[0]
-                    made[section.label] = (to_notes(ids), _cut_bar(ids, params, opts, req.bpm))
-                else:
-                    # A variation keeps its source's lower notes to its end: no budget cut to report.
-                    made[section.label] = (_vary(made[section.letter][0],
-                                                 continuations(i, k, parts, VARIATION_CANDIDATES), to_notes, req.voices),
-                                           None)
-            notes, cut = made[section.label]
-            if cut is not None and cut_at_bar is None:
-                cut_at_bar = k * section_bars + cut + 1
-            parts.append(_shifted(notes, k * section_ticks))
+            tries = copy["resampled"]
+        made.append({sections[0].label: (first, _cut_bar(first_ids, params, opts, req.bpm))})
+        attempts.append(tries)
+    # Section by section, every file at once: each new section continues each file's clip so far.
+    files = range(len(made))
+    so_far: list[list] = [[] for _ in files]
+    cut_at_bar: list[int | None] = [None for _ in files]
+    for k, section in enumerate(sections):
+        if section.label not in made[0]:
+            if not section.varied:
+                new = continuations(k, so_far, 1)
+                for i in files:
+                    made[i][section.label] = (to_notes(new[i]), _cut_bar(new[i], params, opts, req.bpm))
+            else:
+                # A variation keeps its source's lower notes to its end: no budget cut to report.
+                n = VARIATION_CANDIDATES
+                new = continuations(k, so_far, n)
+                for i in files:
+                    made[i][section.label] = (_vary(made[i][section.letter][0], new[i * n:(i + 1) * n], to_notes,
+                                                    req.voices), None)
+        for i in files:
+            notes, cut = made[i][section.label]
+            if cut is not None and cut_at_bar[i] is None:
+                cut_at_bar[i] = k * section_bars + cut + 1
+            so_far[i].append(_shifted(notes, k * section_ticks))
+
+    results = []
+    for i in files:
+        parts = so_far[i]
         clip = _joined(parts)
         end_tick = req.bars * BEATS_PER_BAR * TICKS_PER_BEAT
         copy = None
         if index is not None:
             copy = index.check_notes(clip[0], clip[2], TICKS_PER_BEAT)
-            copy.update(resampled=attempts, max_copy=bound, over=bound is not None and copy["copy_ratio"] > bound)
+            copy.update(resampled=attempts[i], max_copy=bound, over=bound is not None and copy["copy_ratio"] > bound)
         ids = encode_notes(_ticks_to_steps(clip[0], params, req.bpm), _ticks_to_steps(clip[1], params, req.bpm),
                            clip[2], params).astype(np.int64)
         results.append({"name": clip_name(req, i), "midi": midi_bytes(clip, req, end_tick), "ids": ids,
-                        "notes": clip, "copy": copy, "end_tick": end_tick, "cut_at_bar": cut_at_bar})
+                        "notes": clip, "copy": copy, "end_tick": end_tick, "cut_at_bar": cut_at_bar[i]})
     return results
 
 

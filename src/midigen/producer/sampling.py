@@ -269,10 +269,11 @@ class _Tracker:
         self.out_of_key = np.ones(NUM_PITCHES, dtype=bool)
         self.out_of_key[allowed_pitches(opts.scale, opts.note_range)] = False
         self.voices = opts.voices
-        # The grid's table (`grid_table`) and where the clip's step 0 lies in a beat (set by `sample`).
+        # The grid's table (`grid_table`) and where the clip's step 0 lies in a beat: 0, or (B,) for
+        # contexts that end in different places (set by `sample`).
         self.grid = grid_table(opts.grid, params)
         self.beat = params.grid
-        self.grid_phase = 0
+        self.grid_phase: int | np.ndarray = 0
         self.blocked = np.zeros((batch, TIME_SHIFT_OFFSET), dtype=bool)
         self.blocked[:, PAD_ID] = True
         self.blocked[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET] = self.out_of_key
@@ -390,27 +391,29 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     gen = torch.Generator().manual_seed(int(opts.seed))
     prefix, has_context, model_start = _prefix(opts, params, gen)
     warm_only = has_context or model_start  # the prefix warms the state and is not part of the clip
+    rows = _rows(prefix)  # each file's prefix (a shared one: the same array for every file)
     use_native = kernels.resolve(opts.kernels)
     precision = resolve_precision(opts.precision)
     bar = _bar_steps(model, params, opts)  # None: the model reads no positions
-    prefix_at = None  # the prefix's bar positions
+    starts = _per_file(opts.context_start, B) if has_context else [0] * B  # where each prefix opens, in steps
+    if model_start:  # the warm-up beat is the last beat before the clip's first bar line
+        starts = [-total_steps(rows[0], params)] * B
+    prefix_at = None  # each file's prefix's bar positions
     if bar is not None:
         # A context is counted from its own start; a primer and a random start's note open the clip, on
         # a bar line; a model start's warm-up beat is the last beat of the bar before it.
-        opens_at = opts.context_start if has_context else 0
-        if model_start:
-            opens_at = -total_steps(prefix[0], params)
-        prefix_at = bar_positions(prefix[0], params, bar, opens_at)
-    stepper = _warmed(model, opts.style, prefix[0], B, precision, use_native, prefix_at)
+        prefix_at = _positions(rows, starts, params, bar)
+    stepper = _warmed(model, opts.style, rows, B, precision, use_native, prefix_at)
     tracker = _Tracker(B, params, opts)
-    if has_context:  # the grid is counted from where the context ends in its beat; a clip opens on a beat
-        tracker.grid_phase = (opts.context_start + total_steps(prefix[0], params)) % params.grid
+    if has_context:  # the grid is counted from where each context ends in its beat; a clip opens on a beat
+        tracker.grid_phase = np.array([start + total_steps(r, params) for r, start in zip(rows, starts)],
+                                      dtype=np.int64) % params.grid
     if not warm_only:  # a context's notes are all closed (a neutral start has none): nothing sounds yet
         for t in range(prefix.shape[1]):
             tracker.update(prefix[:, t])
     # Each step's input is read at the clip's bar position once it is read: where the prefix
     # left the bar (a context's end; a primer's steps are in `tracker.elapsed`), plus the clip's steps.
-    phase = int(prefix_at[-1]) if has_context and bar is not None else 0
+    phase = np.array([at[-1] for at in prefix_at], dtype=np.int64) if has_context and bar is not None else 0
     positions = None if bar is None else torch.zeros(B, dtype=torch.int64)  # (B,), rewritten each step
     positions_np = None if positions is None else positions.numpy()
 
@@ -419,11 +422,12 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
             np.remainder(tracker.elapsed + phase, bar, out=positions_np)
         return positions
 
-    ids = torch.as_tensor(prefix[:, -1].copy())  # (B,); each sampled id is written back into it
+    # (B,): each file's last prefix id, the first step's input; each sampled id is written back into it
+    ids = torch.as_tensor(np.array([r[-1] for r in rows], dtype=np.int64))
     logits = stepper.step(ids, clip_positions()).numpy()  # (B, V), a view of the stepper's buffer: masked in place
     step_partner = None
     if opts.towards is not None:
-        step_partner = _partner(model, params, opts, prefix[0], prefix_at, bar, precision, use_native, logits)
+        step_partner = _partner(model, params, opts, rows, prefix_at, bar, precision, use_native, logits)
     inv_temperature = np.float32(1.0 / float(opts.temperature))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
@@ -450,18 +454,23 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     return result
 
 
-def _prefix(opts: SamplingOptions, params: EventParams, gen: torch.Generator) -> tuple[np.ndarray, bool, bool]:
-    """(prefix (B, P) ids the sampler reads before the clip's first draw, has a context, model start).
+def _prefix(opts: SamplingOptions, params: EventParams,
+            gen: torch.Generator) -> tuple[np.ndarray | list[np.ndarray], bool, bool]:
+    """(prefix: the ids the sampler reads before the clip's first draw, (B, P) or, for contexts of
+    their own, one array per file; has a context; model start).
 
-    A context or a primer is shared by every file; a model start is one neutral input, read but not
-    written or timed (see the module docstring); the seed's start is a first NOTE_ON per file."""
+    A primer is shared by every file, a context too unless each file has its own (a list); a model
+    start is one neutral input, read but not written or timed (see the module docstring); the seed's
+    start is a first NOTE_ON per file."""
     B = opts.num
-    has_context = opts.context is not None and len(opts.context) > 0
+    has_context = _has_context(opts.context, B)
     has_primer = opts.primer is not None and len(opts.primer) > 0
     if has_context and has_primer:
         raise ValueError("a context and a primer exclude each other")
     model_start = not (has_context or has_primer) and opts.start == "model"
-    if has_context:
+    if has_context and isinstance(opts.context, list):
+        prefix = [np.asarray(c, dtype=np.int64) for c in opts.context]
+    elif has_context:
         prefix = np.broadcast_to(np.asarray(opts.context, dtype=np.int64), (B, len(opts.context)))
     elif has_primer:
         prefix = np.broadcast_to(np.asarray(opts.primer, dtype=np.int64), (B, len(opts.primer)))
@@ -474,16 +483,49 @@ def _prefix(opts: SamplingOptions, params: EventParams, gen: torch.Generator) ->
     return prefix, has_context, model_start
 
 
-def _partner(model: EventLSTM, params: EventParams, opts: SamplingOptions, prefix: np.ndarray,  # noqa: ANN202
-             prefix_at: np.ndarray | None, bar: int | None, precision: str, use_native: bool, logits: np.ndarray):
+def _has_context(context, batch: int) -> bool:  # noqa: ANN001
+    """Whether a context is given: one array for every file, or a list of one non-empty array per file."""
+    if isinstance(context, list):
+        if len(context) != batch or not all(len(c) for c in context):
+            raise ValueError(f"a context per file needs {batch} non-empty id arrays, got {len(context)}")
+        return True
+    return context is not None and len(context) > 0
+
+
+def _rows(prefix: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+    """Each file's prefix; a shared one is the same array for every file (warmed once)."""
+    if isinstance(prefix, list):
+        return prefix
+    if prefix.strides[0] == 0:  # broadcast: every row is the first
+        return [prefix[0]] * prefix.shape[0]
+    return list(prefix)
+
+
+def _per_file(value, batch: int) -> list[int]:  # noqa: ANN001
+    """An int shared by every file, or one per file, as a list of `batch` ints."""
+    values = [int(v) for v in value] if isinstance(value, (list, tuple, np.ndarray)) else [int(value)] * batch
+    if len(values) != batch:
+        raise ValueError(f"a context start per file needs {batch} of them, got {len(values)}")
+    return values
+
+
+def _positions(rows: list[np.ndarray], starts: list[int], params: EventParams, bar: int) -> list[np.ndarray]:
+    """Each file's prefix's bar positions (computed once per distinct prefix and start)."""
+    done: dict[tuple[int, int], np.ndarray] = {}
+    return [done.setdefault((id(r), s), bar_positions(r, params, bar, s)) for r, s in zip(rows, starts)]
+
+
+def _partner(model: EventLSTM, params: EventParams, opts: SamplingOptions, rows: list[np.ndarray],  # noqa: ANN202
+             rows_at: list[np.ndarray] | None, bar: int | None, precision: str, use_native: bool, logits: np.ndarray):
     """`Towards`: a second state warmed by its own context (or the clip's prefix), and the step
     that mixes its next-event logits into `logits` (B, V) in place; the mix of the first step is done."""
     towards = opts.towards
     B = opts.num
-    own, own_at = prefix, prefix_at
-    if towards.context is not None and len(towards.context):
-        own = np.asarray(towards.context)
-        own_at = None if bar is None else bar_positions(own, params, bar, towards.context_start)
+    own, own_at = rows, rows_at
+    if _has_context(towards.context, B):
+        own = ([np.asarray(c, dtype=np.int64) for c in towards.context] if isinstance(towards.context, list)
+               else [np.asarray(towards.context, dtype=np.int64)] * B)
+        own_at = None if bar is None else _positions(own, _per_file(towards.context_start, B), params, bar)
     partner = _warmed(model, towards.style, own, B, precision, use_native, own_at)
     partner_logits = torch.from_numpy(logits)
     weight = float(towards.weight)
@@ -500,8 +542,8 @@ def _partner(model: EventLSTM, params: EventParams, opts: SamplingOptions, prefi
         else:  # geometric, and either end of either mix: exactly one stream's logits at w = 0 or 1
             partner_logits.mul_(1.0 - weight).add_(other, alpha=weight)
 
-    step_partner(torch.as_tensor(np.full(B, own[-1], dtype=np.int64)),
-                 None if own_at is None else torch.full((B,), int(own_at[-1]), dtype=torch.int64))
+    step_partner(torch.as_tensor(np.array([o[-1] for o in own], dtype=np.int64)),
+                 None if own_at is None else torch.as_tensor(np.array([at[-1] for at in own_at], dtype=np.int64)))
     return step_partner
 
 
@@ -518,20 +560,35 @@ def _bar_steps(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> 
     return opts.bar_beats * params.grid
 
 
-def _warmed(model: EventLSTM, style: torch.Tensor | None, prefix: np.ndarray, batch: int, precision: str,
-            native: bool, positions: np.ndarray | None = None) -> StepLSTM:
-    """A StepLSTM whose state has read all of `prefix` but its last event (the first step's input).
+def _warmed(model: EventLSTM, style: torch.Tensor | None, rows: list[np.ndarray], batch: int, precision: str,
+            native: bool, positions: list[np.ndarray] | None = None) -> StepLSTM:
+    """A StepLSTM whose state has read all of each file's prefix (`rows`) but its last event (the
+    first step's input).
 
-    Every file shares the prefix: it goes through nn.LSTM once, as one sequence. `positions`:
-    the prefix's bar positions, for a position-aware model."""
+    A prefix goes through nn.LSTM once, as one sequence, however many files share it (a shared
+    one is the same array in every row); files with prefixes of their own (the clip so far of each
+    file of a formed batch) are warmed one prefix at a time and stepped together. `positions`: each
+    prefix's bar positions, for a position-aware model."""
     stepper = StepLSTM(model, style, batch, precision, native=native)
-    if len(prefix) > 1:
-        seq_style = style.expand(1, -1) if style is not None else None
-        seq_at = None if positions is None else torch.as_tensor(np.array(positions[None, :-1], dtype=np.int64))
-        with torch.no_grad():
-            _, (h, c) = model.lstm(model.embed(torch.as_tensor(np.array(prefix[None, :-1], dtype=np.int64)), seq_style,
-                                               seq_at))
-        stepper.set_state(h, c)
+    distinct = {id(r): i for i, r in enumerate(rows)}  # each distinct prefix -> a row that holds it
+    if max(len(r) for r in rows) <= 1:
+        return stepper  # nothing to read before the first step
+    seq_style = style.expand(1, -1) if style is not None else None
+    states = {}
+    with torch.no_grad():
+        for key, i in distinct.items():
+            if len(rows[i]) > 1:
+                seq_at = None if positions is None else torch.as_tensor(
+                    np.array(positions[i][None, :-1], dtype=np.int64))
+                ids = torch.as_tensor(np.array(rows[i][None, :-1], dtype=np.int64))
+                states[key] = model.lstm(model.embed(ids, seq_style, seq_at))[1]
+    if len(distinct) == 1:
+        h, c = states[next(iter(distinct))]
+    else:
+        zero = torch.zeros_like(next(iter(states.values()))[0])
+        h = torch.cat([states[id(r)][0] if id(r) in states else zero for r in rows], dim=1)
+        c = torch.cat([states[id(r)][1] if id(r) in states else zero for r in rows], dim=1)
+    stepper.set_state(h, c)
     return stepper
 
 
@@ -595,7 +652,8 @@ def _native_pick(logits: np.ndarray, ids: torch.Tensor, tracker: _Tracker, opts:
     voices = -1 if tracker.voices is None else int(tracker.voices)
     penalty, top_k, top_p, inv_t = float(tracker.penalty), int(opts.top_k), float(opts.top_p), float(inv_temperature)
     grid = None if tracker.grid is None else torch.from_numpy(np.ascontiguousarray(tracker.grid))
-    grid_phase = int(tracker.grid_phase)
+    grid_phase = None if tracker.grid is None else torch.from_numpy(  # (B,): where each file's step 0 lies in a beat
+        np.array(np.broadcast_to(np.asarray(tracker.grid_phase, dtype=np.int64), tracker.elapsed.shape)))
 
     def pick(t: int, uniform: torch.Tensor) -> None:
         choose(logits_t, inv_t, blocked, penalty, counts, recent, cursor, max_note, deadline, elapsed, out_of_key,

@@ -202,7 +202,7 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
              int64_t max_note, const at::Tensor& deadline, const at::Tensor& elapsed, const at::Tensor& out_of_key,
              int64_t voices, int64_t top_k, double top_p, const at::Tensor& uniform, const at::Tensor& done,
              int64_t max_steps, const at::Tensor& out, int64_t t, const at::Tensor& ids,
-             const std::optional<at::Tensor>& grid, int64_t grid_phase) {
+             const std::optional<at::Tensor>& grid, const std::optional<at::Tensor>& grid_phase) {
   for (const at::Tensor* t : {&logits, &blocked, &counts, &recent, &cursor, &deadline, &elapsed, &out_of_key,
                               &uniform, &done, &out, &ids})
     check_cpu_contiguous(*t, "sampler state");
@@ -224,14 +224,20 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
   TORCH_CHECK(ids.scalar_type() == at::kLong && ids.numel() == B, "ids must be int64 (B,)");
   // grid: (steps a beat, 1 + shifts) bool, as sampling.grid_table: column 0 a NOTE_ON may start at
   // the position in the beat, column s a TIME_SHIFT of s steps lands on the grid.
+  // grid_phase: (B,) int64, where each file's step 0 lies in its beat.
   const bool* grd = nullptr;
+  const int64_t* phase = nullptr;
   int64_t beat = 1;
   if (grid.has_value()) {
     check_cpu_contiguous(*grid, "grid");
     TORCH_CHECK(grid->scalar_type() == at::kBool && grid->dim() == 2 && grid->size(0) > 0 &&
                     grid->size(1) == 1 + V - kTimeShift,
                 "grid must be bool (steps a beat, 1 + V - 257)");
+    TORCH_CHECK(grid_phase.has_value(), "a grid needs its phase");
+    check_cpu_contiguous(*grid_phase, "grid_phase");
+    TORCH_CHECK(grid_phase->scalar_type() == at::kLong && grid_phase->numel() == B, "grid_phase must be int64 (B,)");
     grd = grid->data_ptr<bool>();
+    phase = grid_phase->data_ptr<int64_t>();
     beat = grid->size(0);
   }
 
@@ -263,7 +269,7 @@ void choose_(const at::Tensor& logits, double inv_temperature, const at::Tensor&
     for (int64_t j = 0; j < kTimeShift; ++j)
       if (bb[j]) l[j] = neg_inf;
     if (grd != nullptr) {  // a note starts only on the grid; a time shift only lands on it
-      const int64_t pos = ((el[b] + grid_phase) % beat + beat) % beat;
+      const int64_t pos = ((el[b] + phase[b]) % beat + beat) % beat;
       const bool* row = grd + pos * (1 + V - kTimeShift);
       if (!row[0])
         for (int64_t p = 0; p < kPitches; ++p) l[kNoteOn + p] = neg_inf;
@@ -354,7 +360,7 @@ TORCH_LIBRARY(midigen, m) {
   m.def("choose_(Tensor(a!) logits, float inv_temperature, Tensor(b!) blocked, float penalty, Tensor(c!) counts, "
         "Tensor(d!) recent, Tensor(e!) cursor, int max_note, Tensor(f!) deadline, Tensor(g!) elapsed, "
         "Tensor out_of_key, int voices, int top_k, float top_p, Tensor uniform, Tensor(h!) done, int max_steps, "
-        "Tensor(i!) out, int t, Tensor(j!) ids, Tensor? grid, int grid_phase) -> ()");
+        "Tensor(i!) out, int t, Tensor(j!) ids, Tensor? grid, Tensor? grid_phase) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(midigen, CPU, m) {
