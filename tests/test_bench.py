@@ -78,7 +78,7 @@ def test_bench_rows_at_tiny_sizes(tmp_path):
 @pytest.mark.slow
 def test_bench_subprocess_rows_at_tiny_sizes(tmp_path):
     report = run_bench(TINY, corpus=CORPUS, work=tmp_path, only={"generate", "memory", "audio"}, log=lambda line: None)
-    check_report(report, {"form_batched_vs_one_by_one", "generate_cold_start", "producer_import",
+    check_report(report, {"form_batched_vs_one_by_one", "style_strength_cost", "generate_cold_start", "producer_import",
                           "memory_training_epoch_1x",
                           "memory_training_epoch_2x", "memory_generate_64", "audio_render_seconds"})
     rows = {r["name"]: r for r in report["rows"]}

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from midigen.cli import main
-from midigen.producer.calibrate import choose, settings, write_settings
-from midigen.producer.request import DEFAULT_TOP_P
+from midigen.producer.calibrate import card_section, choose, measured, settings, write_settings
+from midigen.producer.request import DEFAULT_STYLE_STRENGTH, DEFAULT_TOP_P
 
 
 def _row(good: float, files: int = 64) -> dict:
@@ -35,6 +35,32 @@ def test_a_clearly_more_usable_candidate_with_as_many_good_files_is_taken():
     assert choose({0.9: row(0.74, 0.98), 0.95: row(0.66, 0.90), 1.0: row(0.52, 0.69)}) == 0.9
     assert choose({0.9: row(0.75, 0.98), 0.95: row(0.70, 0.95)}) == DEFAULT_TOP_P  # within the noise
     assert choose({0.9: row(0.60, 0.99), 0.95: row(0.66, 0.90)}) == DEFAULT_TOP_P  # more usable, fewer good files
+
+
+def test_a_style_strength_is_chosen_as_a_mass_is_against_zero():
+    def row(good: float, usable: float = 1.0) -> dict:
+        return {"good": good, "fidelity": good, "usable": usable, "files": 128, "on_beat": 0.5}
+
+    # fiddle and chorale on the shipped model (128 clips a candidate)
+    fiddle = {0.0: row(0.30, 0.99), 0.5: row(0.44, 0.98), 1.0: row(0.63, 0.98), 1.5: row(0.76, 0.98)}
+    assert choose(fiddle, keep=DEFAULT_STYLE_STRENGTH) == 1.5
+    chorale = {0.0: row(0.82), 0.5: row(0.92, 0.98), 1.0: row(0.67, 0.88), 1.5: row(0.16, 0.24), 2.0: row(0.0, 0.01)}
+    assert choose(chorale, keep=DEFAULT_STYLE_STRENGTH) == 0.5
+    # heard more often, but off its beat: a caricature is never taken
+    assert choose({0.0: row(0.5), 1.0: {**row(0.6, 0.5), "fidelity": 0.95}}, keep=DEFAULT_STYLE_STRENGTH) == 0.0
+    assert choose({0.0: row(0.5), 1.0: row(0.55)}, keep=DEFAULT_STYLE_STRENGTH) == 0.0  # within the noise
+
+
+def test_strengths_are_stored_beside_the_masses_and_shown_in_the_card():
+    cell = {"good": 0.5, "fidelity": 0.5, "usable": 1.0, "files": 4, "on_beat": 0.42}
+    result = {"b": {"top_p": 1.0, "candidates": {1.0: cell}, "style_strength": 1.5,
+                    "strengths": {0.0: cell, 1.5: {**cell, "good": 0.9}}}}
+    sampling = settings(result, {"top_p": {"a": 0.9}}, files=4)
+    assert sampling["style_strength"] == {"b": 1.5} and sampling["top_p"] == {"a": 0.9, "b": 1.0}
+    assert measured(sampling)["b"]["style_strength"] == 1.5 and set(measured(sampling)["b"]["strengths"]) == {0.0, 1.5}
+    card = card_section(measured(sampling), 4)
+    assert "| b | 1.5 | 0.50 / 0.50 / 1.00 (0.42) | 0.90 / 0.50 / 1.00 (0.42) |" in card
+    assert "style_strength" not in settings({"b": {"top_p": 1.0, "candidates": {1.0: cell}}}, None)  # none measured
 
 
 def test_settings_merge_and_the_card_section_is_rewritten_not_repeated(tmp_path):
@@ -78,10 +104,40 @@ def test_calibrate_stores_each_styles_top_p_and_generate_uses_it(model_copy, tmp
         assert f"{style}: --top-p {chosen[style]:g}" in out
         req = GenerateRequest(num=1, bars=1, seed=0, style={style: 1.0})
         assert sampling_options(bundle, req)[0].top_p == pytest.approx(chosen[style])
-    assert len(list((tmp_path / "clips").rglob("*.mid"))) == 4 * 2 * len(bundle.styles)
+    # two masses, then strengths 0.5, 1 and 1.5 at the chosen one (0 is the mass's own clips)
+    assert len(list((tmp_path / "clips").rglob("*.mid"))) == 4 * (2 + 3) * len(bundle.styles)
+    assert set(bundle.meta["sampling"]["style_strength"]) == set(bundle.styles)
     assert (model_copy / "model.safetensors").read_bytes() == weights  # the weights are not touched
     assert "## Sampling per style" in (model_copy / "MODEL_CARD.md").read_text()
     assert not (model_copy / "calibration").exists()  # no clips left in the model folder
+
+
+def test_calibrate_keeps_the_masses_and_chooses_strengths_that_generate_uses(model_copy, tmp_path, capsys):
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.clip import sampling_options
+    from midigen.producer.request import GenerateRequest
+
+    assert main(["models", "calibrate", str(model_copy), "--files", "4", "--candidates", "1",
+                 "--strengths", "off"]) == 0
+    masses = load_bundle(model_copy).meta["sampling"]["top_p"]
+    assert "style_strength" not in load_bundle(model_copy).meta["sampling"]
+    status = main(["models", "calibrate", str(model_copy), "--files", "4", "--keep-top-p", "--strengths", "0,1",
+                   "--work", str(tmp_path / "clips")])
+    out = capsys.readouterr().out
+    assert status == 0
+    bundle = load_bundle(model_copy)
+    assert bundle.meta["sampling"]["top_p"] == masses  # kept
+    chosen = bundle.meta["sampling"]["style_strength"]
+    assert set(chosen) == set(bundle.styles) and set(chosen.values()) <= {0.0, 1.0}
+    for style in bundle.styles:
+        assert f"{style}: --style-strength {chosen[style]:g}" in out
+        opts = sampling_options(bundle, GenerateRequest(num=1, bars=1, seed=0, style={style: 1.0}))[0]
+        assert opts.style_strength == pytest.approx(chosen[style]) and opts.top_p == pytest.approx(masses[style])
+        asked = sampling_options(bundle, GenerateRequest(num=1, bars=1, seed=0, style={style: 1.0}, style_strength=0))
+        assert asked[0].style_strength == 0  # a request's own strength wins
+    # strength 0 at the kept mass reuses that mass's clips (as many files, same seed): only 1 is drawn again
+    assert len(list((tmp_path / "clips").rglob("*.mid"))) == 4 * len(bundle.styles)
+    assert "leans into each style" in (model_copy / "MODEL_CARD.md").read_text()
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -89,7 +145,10 @@ def test_calibrate_stores_each_styles_top_p_and_generate_uses_it(model_copy, tmp
     (["--candidates", "0.9,2"], "--candidates 0.9,2"),
     (["--candidates", "x"], "--candidates x"),
     (["--files", "0"], "--files 0"),
-], ids=["unknown style", "mass above 1", "not a number", "no files"])
+    (["--strengths", "0,9"], "--strengths 0,9"), (["--strengths", "x"], "--strengths x"),
+    (["--keep-top-p", "--strengths", "off"], "nothing to calibrate"),
+], ids=["unknown style", "mass above 1", "not a number", "no files", "strength above 8", "strength not a number",
+        "nothing to do"])
 def test_bad_calibrate_requests_are_one_line_and_change_nothing(model_copy, capsys, args, needle):
     before = (model_copy / "config.json").read_text()
     status = main(["models", "calibrate", str(model_copy), *args])

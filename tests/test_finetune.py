@@ -183,6 +183,7 @@ BAD = {
     "a tokenizer": (_riffs, ["tokenizer=beat"], "keeps the base model's tokenizer and sizes"),
     "a negative distillation weight": (_riffs, ["finetune.distill=-1"], "finetune.distill=-1"),
     "a nucleus mass above 1": (_riffs, ["finetune.top_p_candidates=[0.9,1.5]"], "finetune.top_p_candidates"),
+    "a style strength above 8": (_riffs, ["finetune.style_strengths=[0,9]"], "finetune.style_strengths"),
 }
 
 

@@ -42,10 +42,11 @@ def test_the_ends_are_plain_continuations_of_a_and_of_b(bundle):
     req = GenerateRequest(num=1, bars=2, seed=4, max_copy=None)
     clips = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1")
     assert [c["weight"] for c in clips] == [0.0, 0.5, 1.0]
+    # an interpolation is drawn as trained: the continuations without the styles' lean
     follow_a = generate_batch(bundle, GenerateRequest(num=1, bars=2, seed=4, max_copy=None, context=str(A),
-                                                      style={"chorale": 1.0}))[0]
+                                                      style={"chorale": 1.0}, style_strength=0))[0]
     follow_b = generate_batch(bundle, GenerateRequest(num=1, bars=2, seed=4, max_copy=None, context=str(B),
-                                                      style={"fiddle": 1.0}))[0]
+                                                      style={"fiddle": 1.0}, style_strength=0))[0]
     assert clips[0]["midi"] == follow_a["midi"]
     assert clips[-1]["midi"] == follow_b["midi"]
     assert clips[1]["midi"] not in (follow_a["midi"], follow_b["midi"])
@@ -75,6 +76,8 @@ def test_interpolate_refuses_what_it_sets_itself(bundle, tmp_path):
         interpolate_batch(bundle, A, B, 3, GenerateRequest(style={"chorale": 1.0}))
     with pytest.raises(MidigenError, match="unknown style jazz"):
         interpolate_batch(bundle, A, B, 3, GenerateRequest(max_copy=None), style_a="jazz=1")
+    with pytest.raises(MidigenError, match="an interpolation is drawn as trained"):
+        interpolate_batch(bundle, A, B, 3, GenerateRequest(max_copy=None, style_strength=1))
 
 
 def test_variations_share_their_random_numbers_along_the_steps(bundle):
@@ -103,7 +106,7 @@ def test_with_a_form_the_ends_are_still_continuations_of_a_and_of_b(bundle, form
     so far after B's own end, so the last clip is exactly the formed continuation of B."""
     req = GenerateRequest(num=1, bars=4, seed=5, max_copy=None, form=form)
     clips = interpolate_batch(bundle, A, B, 3, req, style_a="chorale=1", style_b="fiddle=1")
-    follow = {name: generate_batch(bundle, req.but(context=str(path), style={style: 1.0}))[0]
+    follow = {name: generate_batch(bundle, req.but(context=str(path), style={style: 1.0}, style_strength=0))[0]
               for name, path, style in (("a", A, "chorale"), ("b", B, "fiddle"))}
     assert clips[0]["midi"] == follow["a"]["midi"]
     assert clips[-1]["midi"] == follow["b"]["midi"]

@@ -52,6 +52,7 @@ BAD_OPTIONS = [
     (["--voices", "0"], "--voices"), (["--start", "nope"], "--start"), (["--name", "///"], "--name"),
     (["--name", "n" * 300], "bytes"), (["--velocity", "0"], "--velocity"), (["--max-copy", "2"], "--max-copy"),
     (["--key", "H major"], "--key"), (["--kernels", "gpu"], "--kernels"), (["--grid", "1/32"], "--grid"),
+    (["--style-strength", "9"], "--style-strength"), (["--style-strength", "-1"], "--style-strength"),
     (["--repetition-penalty", "nan"], "--repetition-penalty"),
 ]
 
@@ -104,13 +105,18 @@ def _break(folder, how: str) -> None:
     elif how.startswith("top_p"):  # a fine-tune's per-style sampling setting, edited by hand
         config["sampling"] = {"top_p": {"nope": 0.9} if how == "top_p of an unknown style" else {"chorale": 1.5}}
         (folder / "config.json").write_text(json.dumps(config))
+    elif how.startswith("strength"):  # a calibrated style strength, edited by hand
+        config["sampling"] = {"top_p": {}, "style_strength": {"chorale": -1} if how == "strength below 0"
+                              else {"nope": 1.0}}
+        (folder / "config.json").write_text(json.dumps(config))
 
 
 BROKEN = [("config not json", "config.json: not valid JSON"), ("config a list", "config.json: expected a JSON object"),
           ("absurd hidden size", "hidden_size=10000000"), ("tokenizer empty", "tokenizer.json: not a midigen tokenizer"),
           ("tokenizer of another model", "different models"), ("weights garbage", "model.safetensors: not readable"),
           ("weights of another shape", "model.safetensors"),
-          ("top_p of an unknown style", "sampling.top_p names 'nope'"), ("top_p above 1", "not a mass in (0, 1]")]
+          ("top_p of an unknown style", "sampling.top_p names 'nope'"), ("top_p above 1", "not a mass in (0, 1]"),
+          ("strength below 0", "not a strength from 0"), ("strength of an unknown style", "sampling.style_strength names")]
 
 
 @pytest.mark.parametrize("how,needle", BROKEN, ids=[b[0] for b in BROKEN])
@@ -273,7 +279,8 @@ ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.f
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(["num", "bars", "events", "bpm", "temperature", "top_k", "top_p", "style",
                                         "key", "scale", "seed", "note_range", "voices", "start", "repetition_penalty",
-                                        "max_note_beats", "velocity", "name", "max_copy", "kernels", "grid", "typo"]),
+                                        "max_note_beats", "velocity", "name", "max_copy", "kernels", "grid", "style_strength",
+                                        "typo"]),
                        ANY_VALUE, max_size=6))
 def test_any_request_is_built_or_refused_in_words(values):
     from midigen.errors import MidigenError
@@ -285,3 +292,4 @@ def test_any_request_is_built_or_refused_in_words(values):
         assert str(exc) and "\n" not in str(exc)
         return
     assert 1 <= req.num <= 128 and req.temperature > 0 and (req.top_p is None or 0 < req.top_p <= 1)
+    assert req.style_strength is None or 0 <= req.style_strength <= 8

@@ -256,7 +256,59 @@ def test_random_start_keeps_start_pitches(kernels):
     assert all(70 <= ids[0] - NOTE_ON_OFFSET <= 73 for ids in drawn)
 
 
+def greedy_leaning(model: EventLSTM, first: int, style: torch.Tensor, strength: float, steps: int) -> list[int]:
+    """What the sampler must draw with top_k=1: at each step the argmax of (1 + s) * l_style -
+    s * l_even over the events the grammar allows (no NOTE_ON of a sounding pitch, no NOTE_OFF
+    of a silent one), each stream reading the whole clip so far with nn.LSTM."""
+    ids, sounding = [first], {first - NOTE_ON_OFFSET}
+    even = torch.full_like(style, 1.0 / style.numel())
+    with torch.no_grad():
+        for _ in range(steps):
+            seq = torch.tensor([ids])
+            lean = model(seq, style[None])[0][0, -1]
+            blend = model(seq, even[None])[0][0, -1]
+            logits = (1 + strength) * lean - strength * blend
+            logits[0] = float("-inf")  # PAD
+            for pitch in range(128):
+                logits[(NOTE_ON_OFFSET if pitch in sounding else NOTE_OFF_OFFSET) + pitch] = float("-inf")
+            nxt = int(torch.argmax(logits))
+            if NOTE_ON_OFFSET <= nxt < NOTE_OFF_OFFSET:
+                sounding.add(nxt - NOTE_ON_OFFSET)
+            elif NOTE_OFF_OFFSET <= nxt < TIME_SHIFT_OFFSET:
+                sounding.discard(nxt - NOTE_OFF_OFFSET)
+            ids.append(nxt)
+    return ids
+
+
+def test_style_strength_leans_away_from_the_even_blend(kernels):
+    model = small_model("embedding", ("a", "b"), seed=3)
+    with torch.no_grad():
+        model.style_embedding.weight.mul_(30)  # styles far apart, as a trained model's are
+    style = torch.tensor([1.0, 0.0])
+    opts = dict(num=2, max_events=14, top_k=1, start="random", start_pitches=[60, 67], style=style, seed=1,
+                precision="fp32", kernels=kernels)
+    leaning = sample(model, SEED, SamplingOptions(**opts, style_strength=1.5))
+    plain = sample(model, SEED, SamplingOptions(**opts))
+    for ids, first in zip(leaning, (60, 67)):
+        assert ids.tolist() == greedy_leaning(model, NOTE_ON_OFFSET + first, style, 1.5, 14)
+    drawn = {**opts, "top_k": 0, "num": 8, "start_pitches": None}  # it changes what is drawn
+    assert any(a.tolist() != b.tolist() for a, b in zip(sample(model, SEED, SamplingOptions(**drawn, style_strength=1.5)),
+                                                        sample(model, SEED, SamplingOptions(**drawn))))
+    # 0 is the style as trained; the even blend has nothing to lean away from; nor has a model without styles
+    assert all(np.array_equal(a, b) for a, b in zip(sample(model, SEED, SamplingOptions(**opts, style_strength=0.0)),
+                                                    plain))
+    blend = {**opts, "style": None}
+    assert all(np.array_equal(a, b) for a, b in zip(sample(model, SEED, SamplingOptions(**blend, style_strength=2.0)),
+                                                    sample(model, SEED, SamplingOptions(**blend))))
+    unstyled = {**opts, "style": None}
+    assert all(np.array_equal(a, b) for a, b in zip(
+        sample(small_model(), SEED, SamplingOptions(**unstyled, style_strength=2.0)),
+        sample(small_model(), SEED, SamplingOptions(**unstyled))))
+
+
 @pytest.mark.parametrize("bad,words", [
+    (dict(style_strength=-0.5), "style_strength"), (dict(style_strength=9.0), "style_strength"),
+    (dict(style_strength=float("nan")), "style_strength"),
     (dict(temperature=0), "temperature"), (dict(temperature=-1.0), "temperature"),
     (dict(temperature=float("nan")), "temperature"), (dict(temperature=float("inf")), "temperature"),
     (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),

@@ -178,7 +178,8 @@ def _cmd_models_cache(args: argparse.Namespace) -> int:
 
 def _cmd_models_calibrate(args: argparse.Namespace) -> int:
     from midigen.producer.bundle import load_bundle
-    from midigen.producer.calibrate import CALIBRATION_SEED, calibrate, parse_candidates, write_settings
+    from midigen.producer.calibrate import (CALIBRATION_SEED, calibrate, parse_candidates, parse_strengths,
+                                            write_settings)
 
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():
@@ -186,15 +187,20 @@ def _cmd_models_calibrate(args: argparse.Namespace) -> int:
                            "downloads a registered model into one")
     bundle = load_bundle(folder)
     styles = [s.strip() for s in args.style.split(",") if s.strip()] if args.style else None
-    candidates = parse_candidates(args.candidates)
+    candidates = None if args.keep_top_p else parse_candidates(args.candidates)
+    strengths = [] if args.strengths.strip().lower() == "off" else parse_strengths(args.strengths)
+
+    def cells(rows: dict, style: str) -> str:
+        return ", ".join(f"{v:g}: good {r['good']:.2f} (heard as {style} {r['fidelity']:.2f}, usable {r['usable']:.2f})"
+                         for v, r in rows.items())
 
     def progress(style: str, row: dict) -> None:
-        cells = ", ".join(f"{p:g}: good {r['good']:.2f} (heard as {style} {r['fidelity']:.2f}, usable {r['usable']:.2f})"
-                          for p, r in row["candidates"].items())
-        print(f"{style}: --top-p {row['top_p']:g}  ({cells})", flush=True)
+        print(f"{style}: --top-p {row['top_p']:g}  ({cells(row['candidates'], style)})", flush=True)
+        if "style_strength" in row:
+            print(f"{style}: --style-strength {row['style_strength']:g}  ({cells(row['strengths'], style)})", flush=True)
 
     result = calibrate(bundle, styles, candidates, args.files, Path(args.work) if args.work else None,
-                       CALIBRATION_SEED if args.seed is None else args.seed, progress)
+                       CALIBRATION_SEED if args.seed is None else args.seed, progress, strengths)
     if args.dry_run:
         print("midigen: --dry-run: the model folder is unchanged", file=sys.stderr)
         return 0
@@ -324,11 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true",
                       help="replace a folder of the same name that holds another model (another run or store)")
     pull.set_defaults(func=_cmd_models_pull)
-    cal = models_sub.add_parser("calibrate", help="choose each style's --top-p on generated clips and store it in "
-                                                  "a model folder")
+    cal = models_sub.add_parser("calibrate", help="choose each style's --top-p and --style-strength on generated "
+                                                  "clips and store them in a model folder")
     cal.add_argument("folder", help="a model folder (models/pretrained, a run's bundle, one `models pull` wrote)")
     cal.add_argument("--style", help="the styles to calibrate, comma-separated (default: all the model knows)")
     cal.add_argument("--candidates", default="0.9,0.95,1", help="the nucleus masses to try (default 0.9,0.95,1)")
+    cal.add_argument("--strengths", default="0,0.5,1,1.5",
+                     help="the style strengths to try at the chosen mass, or off (default 0,0.5,1,1.5)")
+    cal.add_argument("--keep-top-p", action="store_true",
+                     help="keep the model's masses (and their measurements); choose the strengths alone")
     cal.add_argument("--files", type=int, default=64, help="8-bar clips per style and candidate, up to 128 (default 64)")
     cal.add_argument("--seed", type=int, help="the clips' seed (default: one apart from the seeds the studies "
                                               "judge files with)")

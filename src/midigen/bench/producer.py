@@ -1,5 +1,6 @@
 """Row group `generate`: `midigen generate` as a fresh process against its 3 s budget, what the
-producer path imports, and a formed batch (`--form AA'`) against the same files formed one by one."""
+producer path imports, a formed batch (`--form AA'`) against the same files formed one by one,
+and what leaning into a style (`--style-strength`) costs against drawing the style as trained."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def bench_generate(bundle: Path, work: Path, sizes: Sizes) -> list[Row]:
                     f"after a whole generate run in that process: no lightning/hydra/mlflow in sys.modules"
                     f"{'' if probe['generate_ok'] else ' (generate failed: ' + probe['error'] + ')'}; "
                     f"miditok {'loaded' if probe['miditok'] else 'not loaded'}")
-    rows = [*bench_form(sizes), Row("generate_cold_start", cold if not failure else float("nan"), 3.0, "s", "< 3 s", 1.0,
+    rows = [*bench_form(sizes), *bench_style_strength(sizes), Row("generate_cold_start", cold if not failure else float("nan"), 3.0, "s", "< 3 s", 1.0,
                 notes=cold_notes),
             Row("producer_import", probe["import_s"], training["import_s"], "s",
                 ">= 1x and no lightning/hydra/mlflow", 1.0, notes=import_notes)]
@@ -77,7 +78,9 @@ def bench_form(sizes: Sizes) -> list[Row]:
     if not (path / "config.json").exists():
         return []
     bundle = load_bundle(path)
-    req = GenerateRequest(num=FORM_FILES, bars=8, form="AA'", seed=1, max_copy=None, style={"chorale": 1.0})
+    # as trained (strength 0): the row times the batching, the lean has its own row
+    req = GenerateRequest(num=FORM_FILES, bars=8, form="AA'", seed=1, max_copy=None, style={"chorale": 1.0},
+                          style_strength=0.0)
     repeats = max(1, sizes.sample_repeats // 2)
     ours, ours_median = best_of(lambda: generate_batch(bundle, req), repeats)
     one_by_one, one_median = best_of(lambda: [generate_batch(bundle, req.but(num=1, seed=1 + i))
@@ -88,3 +91,26 @@ def bench_form(sizes: Sizes) -> list[Row]:
                       f"4 candidates a file), shipped model; baseline = the same {FORM_FILES} files as {FORM_FILES} "
                       f"requests of --num 1; best of {repeats}, medians {ours_median:.2f} vs {one_median:.2f} s; "
                       f"the same batch without a form: {plain:.2f} s")]
+
+
+def bench_style_strength(sizes: Sizes) -> list[Row]:
+    """Eight 8-bar fiddle clips from the shipped model leaning into the style (`--style-strength
+    1.5`, fiddle's calibrated setting: a second LSTM state, the even blend, stepped beside the
+    clip's) against the same request drawn as trained (strength 0). A cost row: the goal is that
+    the lean costs at most 2.5x the plain draw's time (the second state doubles the matmuls; the
+    controls, the draw and the MIDI writing are not doubled)."""
+    from midigen.producer.bundle import load_bundle
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.request import GenerateRequest
+
+    path = repo_root() / "models" / "pretrained"
+    if not (path / "config.json").exists():
+        return []
+    bundle = load_bundle(path)
+    req = GenerateRequest(num=FORM_FILES, bars=8, seed=1, max_copy=None, style={"fiddle": 1.0}, style_strength=1.5)
+    repeats = max(1, sizes.sample_repeats // 2)
+    leaning, leaning_median = best_of(lambda: generate_batch(bundle, req), repeats)
+    plain, plain_median = best_of(lambda: generate_batch(bundle, req.but(style_strength=0.0)), repeats)
+    return [Row("style_strength_cost", leaning, plain, "s", ">= 0.4x (the lean at most 2.5x the time)", 0.4,
+                notes=f"{FORM_FILES} fiddle clips of 8 bars, shipped model, --style-strength 1.5 against 0 (as trained); "
+                      f"best of {repeats}, medians {leaning_median:.2f} vs {plain_median:.2f} s")]

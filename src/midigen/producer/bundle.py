@@ -50,14 +50,25 @@ class Bundle:
         for every other style), averaged by the request's style weights."""
         from midigen.producer.request import DEFAULT_TOP_P
 
-        chosen = ((self.meta or {}).get("sampling") or {}).get("top_p") or {}
+        return self._per_style("top_p", DEFAULT_TOP_P, style)
+
+    def style_strength(self, style=None) -> float:  # noqa: ANN001 - (S,) style weights, or None (the even blend)
+        """How far a request that sets no `--style-strength` leans into its style: the model's
+        per-style settings (meta["sampling"]["style_strength"], measured by `midigen models
+        calibrate`; DEFAULT_STYLE_STRENGTH for every other style), averaged by the style weights."""
+        from midigen.producer.request import DEFAULT_STYLE_STRENGTH
+
+        return self._per_style("style_strength", DEFAULT_STYLE_STRENGTH, style)
+
+    def _per_style(self, key: str, default: float, style) -> float:  # noqa: ANN001
+        chosen = ((self.meta or {}).get("sampling") or {}).get(key) or {}
         styles = self.styles
         if not chosen or not styles:
-            return DEFAULT_TOP_P
-        values = [float(chosen.get(s, DEFAULT_TOP_P)) for s in styles]
+            return default
+        values = [float(chosen.get(s, default)) for s in styles]
         weights = [1.0] * len(styles) if style is None else [float(w) for w in style]
         total = sum(weights)
-        return sum(w * v for w, v in zip(weights, values)) / total if total > 0 else DEFAULT_TOP_P
+        return sum(w * v for w, v in zip(weights, values)) / total if total > 0 else default
 
     @property
     def index_path(self) -> Path | None:
@@ -128,20 +139,26 @@ def load_bundle(path: str | Path) -> Bundle:
 
 def _check_sampling(folder: Path, meta: dict, styles: list[str]) -> None:
     """The per-style sampling settings `midigen models calibrate` and a fine-tune store
-    ({"top_p": {style: mass}}): known styles, masses in (0, 1]."""
-    from midigen.producer.request import is_nucleus_mass
+    ({"top_p": {style: mass}, "style_strength": {style: s}}): known styles, masses in (0, 1],
+    strengths from 0 to MAX_STYLE_STRENGTH."""
+    from midigen.producer.request import MAX_STYLE_STRENGTH, is_nucleus_mass, is_style_strength
 
     sampling = meta.get("sampling")
     if not sampling:
         return
-    chosen = sampling.get("top_p") if isinstance(sampling, dict) else None
-    if not isinstance(chosen, dict):
+    if not isinstance(sampling, dict) or not isinstance(sampling.get("top_p"), dict):
         raise MidigenError(f"{folder / CONFIG}: sampling.top_p must map styles to nucleus masses")
-    for style, value in chosen.items():
-        if style not in styles:
-            raise MidigenError(f"{folder / CONFIG}: sampling.top_p names {style!r}, not a style of the model")
-        if not is_nucleus_mass(value):
-            raise MidigenError(f"{folder / CONFIG}: sampling.top_p of {style} is {value!r}, not a mass in (0, 1]")
+    checks = {"top_p": (is_nucleus_mass, "a mass in (0, 1]"),
+              "style_strength": (is_style_strength, f"a strength from 0 to {MAX_STYLE_STRENGTH:g}")}
+    for key, (fits, words) in checks.items():
+        chosen = sampling.get(key, {})
+        if not isinstance(chosen, dict):
+            raise MidigenError(f"{folder / CONFIG}: sampling.{key} must map styles to numbers")
+        for style, value in chosen.items():
+            if style not in styles:
+                raise MidigenError(f"{folder / CONFIG}: sampling.{key} names {style!r}, not a style of the model")
+            if not fits(value):
+                raise MidigenError(f"{folder / CONFIG}: sampling.{key} of {style} is {value!r}, not {words}")
 
 
 # Sizes a midigen model folder may declare (a larger one is a broken or hostile file, not a model:

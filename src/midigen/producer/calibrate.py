@@ -1,5 +1,6 @@
-"""The sampler's setting per style, measured: which nucleus mass (`--top-p`) makes a style's
-generated clips sound like the style, without making them less usable.
+"""The sampler's settings per style, measured: which nucleus mass (`--top-p`) and which style
+strength (`--style-strength`) make a style's generated clips sound like the style, without
+making them less usable.
 
 Nucleus sampling cuts the least likely events at each step. For a dense texture those are
 often its extra voices and off-beat notes, so a style whose clips are thinner or plainer than
@@ -17,6 +18,13 @@ folder's config.json (`sampling.top_p`, read by `Bundle.top_p`: a request that s
 uses it, a blend the average by weight), with a table in its card. A fine-tune runs it for its new style;
 `midigen models calibrate DIR` for any model folder.
 
+The style strength (`sampling.SamplingOptions.style_strength`) is chosen the same way, second,
+at the chosen mass: its candidates STRENGTHS, DEFAULT_STYLE_STRENGTH (0, as trained) staying
+unless another beats it beyond the noise. A model drawn freely drifts towards what all its
+styles share (a reel comes out as plain eighths and quarters); leaning into the style pushes
+back, until the clip overshoots into a caricature the classifier may still hear but that is off
+the style's beat, which the usable verdict catches. Stored as `sampling.style_strength`.
+
 Not for: sampling (`sampling.py`), the request's defaults (`request.py`).
 """
 
@@ -30,9 +38,10 @@ import tempfile
 from pathlib import Path
 
 from midigen.errors import MidigenError
-from midigen.producer.request import DEFAULT_TOP_P, is_nucleus_mass
+from midigen.producer.request import DEFAULT_STYLE_STRENGTH, DEFAULT_TOP_P, is_nucleus_mass, is_style_strength
 
 CANDIDATES = (0.9, 0.95, 1.0)
+STRENGTHS = (0.0, 0.5, 1.0, 1.5)
 CALIBRATION_FILES = 64
 CALIBRATION_BARS = 8
 # The clips' seed: apart from the seeds the studies judge a model's files with (0 and up, 1000 and
@@ -41,65 +50,86 @@ CALIBRATION_SEED = 20261130
 CARD_HEADING = "## Sampling per style"
 
 
-def measure(bundle, classifier, style: str, candidates, files: int, out: Path, seed: int) -> dict:  # noqa: ANN001
-    """{candidate: {"fidelity", "usable", "good", "files"}}: the shares of `files` clips of `style`
-    alone at each candidate heard as the style, usable, and both (written under `out`, one folder
-    per candidate)."""
+def measure(bundle, classifier, style: str, candidates, files: int, out: Path, seed: int,  # noqa: ANN001
+            knob: str = "top_p", fixed: dict | None = None) -> dict:
+    """{candidate: {"fidelity", "usable", "good", "files", "on_beat"}}: the shares of `files` clips of
+    `style` alone at each candidate value of `knob` ("top_p" or "style_strength"; the other
+    request fields in `fixed`) heard as the style, usable, and both, and their mean on-beat share
+    (written under `out`, one folder per candidate)."""
     from midigen.evaluation.style import classify_files
     from midigen.producer.generate import GenerateRequest, generate_batch
     from midigen.producer.report import judge
 
     rows = {}
-    for top_p in candidates:
-        top_p = float(top_p)
-        req = GenerateRequest(num=files, bars=CALIBRATION_BARS, style={style: 1.0}, seed=seed, top_p=top_p,
-                              max_copy=None, name=f"{style}_p{top_p:g}")
+    tag = {"top_p": "p", "style_strength": "s"}[knob]
+    for value in candidates:
+        value = float(value)
+        req = GenerateRequest(num=files, bars=CALIBRATION_BARS, style={style: 1.0}, seed=seed, max_copy=None,
+                              name=f"{style}_{tag}{value:g}", **{**(fixed or {}), knob: value})
         clips = generate_batch(bundle, req)
-        folder = out / style / f"top_p_{top_p:g}"
+        folder = out / style / (f"top_p_{value:g}" if knob == "top_p" else f"top_p_{req.top_p:g}_strength_{value:g}")
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for clip in clips:
             (folder / clip["name"]).write_bytes(clip["midi"])
-        usable = {name: bool(f["usable"]) for name, f in judge(clips, req, bundle)["files"].items()}
+        judged = judge(clips, req, bundle)["files"]
+        usable = {name: bool(f["usable"]) for name, f in judged.items()}
+        beats = [f["on_beat"] for f in judged.values() if f.get("on_beat") is not None]
         heard = {name: f["style"] == style
                  for name, f in classify_files(classifier, folder, expected=style)["files"].items()}
         n = max(1, len(clips))
-        rows[top_p] = {"fidelity": sum(heard.values()) / n, "usable": sum(usable.values()) / n,
-                       "good": sum(usable[name] and heard.get(name, False) for name in usable) / n, "files": len(clips)}
+        rows[value] = {"fidelity": sum(heard.values()) / n, "usable": sum(usable.values()) / n,
+                       "good": sum(usable[name] and heard.get(name, False) for name in usable) / n, "files": len(clips),
+                       "on_beat": sum(beats) / len(beats) if beats else None}
     return rows
 
 
-def choose(rows: dict) -> float:
+def choose(rows: dict, keep: float = DEFAULT_TOP_P) -> float:
     """The candidate with the largest share of good files (usable and heard as the style) among
-    those no less usable than DEFAULT_TOP_P; the default stays unless the winner has more good
+    those no less usable than the default (`keep`: DEFAULT_TOP_P, or DEFAULT_STYLE_STRENGTH
+    for strengths); the default stays unless the winner has more good
     files by more than twice the standard error of the difference (a gain the clips' draw alone
     would rarely give), and a candidate whose usable share is lower by more than that is never
     taken: a style heard more often in files a producer cannot use is no gain. Short of that, a
     candidate with no fewer good files than the default and more usable ones by more than twice
     the standard error is taken (the most usable such): files a producer can use, at no cost."""
-    if DEFAULT_TOP_P not in rows:
+    if keep not in rows:
         return max(rows, key=lambda p: (round(rows[p]["good"], 9), round(rows[p]["usable"], 9)))
-    default = rows[DEFAULT_TOP_P]
+    default = rows[keep]
     eligible = [p for p, row in rows.items()
                 if row["usable"] >= default["usable"] - 2 * _se(row, default, "usable")]
-    best = max(eligible, key=lambda p: (round(rows[p]["good"], 9), -abs(p - DEFAULT_TOP_P)))
-    if best != DEFAULT_TOP_P and rows[best]["good"] - default["good"] > 2 * _se(rows[best], default, "good"):
+    best = max(eligible, key=lambda p: (round(rows[p]["good"], 9), -abs(p - keep)))
+    if best != keep and rows[best]["good"] - default["good"] > 2 * _se(rows[best], default, "good"):
         return best
-    steadier = [p for p, row in rows.items() if p != DEFAULT_TOP_P and row["good"] >= default["good"]
+    steadier = [p for p, row in rows.items() if p != keep and row["good"] >= default["good"]
                 and row["usable"] - default["usable"] > 2 * _se(row, default, "usable")]
     if steadier:
         return max(steadier, key=lambda p: (round(rows[p]["usable"], 9), round(rows[p]["good"], 9)))
-    return DEFAULT_TOP_P
+    return keep
 
 
 def _se(a: dict, b: dict, key: str) -> float:
-    """The standard error of the difference of two shares (of a["files"] and b["files"] files)."""
-    return math.sqrt(sum(row[key] * (1 - row[key]) / max(1, row.get("files", 1)) for row in (a, b)))
+    """The standard error of the difference of two shares (of a["files"] and b["files"] files),
+    each share taken as (k + 1) / (n + 2) (Agresti and Caffo 2000): the plain p(1 - p) / n is 0 at
+    a share of 1, and then one unusable file in 128 would count as beyond the noise."""
+    def variance(row: dict) -> float:
+        n = max(1, row.get("files", 1))
+        p = (row[key] * n + 1) / (n + 2)
+        return p * (1 - p) / n
+
+    return math.sqrt(variance(a) + variance(b))
 
 
-def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, files: int = CALIBRATION_FILES,  # noqa: ANN001
-              out: Path | None = None, seed: int = CALIBRATION_SEED, progress=None) -> dict:  # noqa: ANN001
-    """{style: {"top_p": chosen, "candidates": measure's rows}} for `styles` (default: all the model's)."""
+def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, files: int = CALIBRATION_FILES,  # noqa: ANN001, C901
+              out: Path | None = None, seed: int = CALIBRATION_SEED, progress=None,  # noqa: ANN001
+              strengths=STRENGTHS) -> dict:
+    """{style: {"top_p": chosen, "candidates": measure's rows, "style_strength": chosen,
+    "strengths": measure's rows}} for `styles` (default: all the model's).
+
+    The mass first, at strength 0, then the strength at the chosen mass (the strength-0 row is
+    the mass's own). `candidates` None keeps the model's mass per style and its stored rows
+    (`midigen models calibrate --keep-top-p`: strengths alone); `strengths` empty leaves the
+    strength out (not stored)."""
     classifier = bundle.style_classifier
     if classifier is None:
         raise MidigenError(f"{bundle.path}: the model carries no style classifier, so its styles cannot be "
@@ -111,35 +141,69 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
     missing = [s for s in styles if s not in classifier.styles]
     if missing:
         raise MidigenError(f"the model's style classifier does not know {', '.join(missing)}")
-    if not candidates or not all(is_nucleus_mass(c) for c in candidates):
-        raise MidigenError(f"--candidates {','.join(map(str, candidates))}: nucleus masses in (0, 1], e.g. 0.9,0.95,1")
-    candidates = sorted({float(c) for c in candidates})
+    if candidates is not None:
+        if not candidates or not all(is_nucleus_mass(c) for c in candidates):
+            raise MidigenError(f"--candidates {','.join(map(str, candidates))}: nucleus masses in (0, 1], "
+                               "e.g. 0.9,0.95,1")
+        candidates = sorted({float(c) for c in candidates})
+    strengths = sorted({float(s) for s in strengths or ()})
+    if not all(is_style_strength(s) for s in strengths):
+        raise MidigenError(f"--strengths {','.join(f'{s:g}' for s in strengths)}: style strengths from 0, "
+                           "e.g. 0,0.5,1,1.5")
+    if candidates is None and not strengths:
+        raise MidigenError("nothing to calibrate: keeping the masses needs strengths to try")
     if not 1 <= files <= 128:
         raise MidigenError(f"--files {files}: from 1 to 128")
+    stored = measured((bundle.meta or {}).get("sampling") or {})
     with tempfile.TemporaryDirectory(prefix="midigen-calibrate-") as scratch:
         where = Path(out) if out is not None else Path(scratch)  # the clips are kept only where asked
         result = {}
         for style in styles:
-            rows = measure(bundle, classifier, style, candidates, files, where, seed)
-            result[style] = {"top_p": choose(rows), "candidates": rows}
+            if candidates is not None:
+                rows = measure(bundle, classifier, style, candidates, files, where, seed,
+                               fixed={"style_strength": DEFAULT_STYLE_STRENGTH})
+                top_p = choose(rows)
+            else:
+                top_p = bundle.top_p([1.0 if s == style else 0.0 for s in bundle.styles])
+                rows = stored.get(style, {}).get("candidates", {})
+            result[style] = {"top_p": top_p, "candidates": rows}
+            if strengths:
+                # The mass's own row is strength 0 where it was measured on as many clips of this seed.
+                own = rows.get(top_p) if candidates is not None or stored.get(style, {}).get("files") == files else None
+                known = {DEFAULT_STYLE_STRENGTH: own} if own and DEFAULT_STYLE_STRENGTH in strengths else {}
+                todo = [s for s in strengths if s not in known]
+                srows = {**known, **measure(bundle, classifier, style, todo, files, where, seed,
+                                            knob="style_strength", fixed={"top_p": top_p})}
+                result[style].update(style_strength=choose(dict(sorted(srows.items())), keep=DEFAULT_STYLE_STRENGTH),
+                                     strengths=dict(sorted(srows.items())))
             if progress is not None:
                 progress(style, result[style])
     return result
 
 
-def parse_candidates(text: str) -> list[float]:
-    """'0.9,0.95,1' -> [0.9, 0.95, 1.0]; anything else is one MidigenError line."""
+def parse_candidates(text: str, words: str = "nucleus masses in (0, 1]", example: str = "0.9,0.95,1",
+                     fits=is_nucleus_mass, flag: str = "--candidates") -> list[float]:  # noqa: ANN001
+    """'0.9,0.95,1' -> [0.9, 0.95, 1.0]; anything else is one MidigenError line (`fits`, `words`,
+    `example`, `flag`: what the values must be, for another list such as --strengths)."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
-    if not values or not all(is_nucleus_mass(v) for v in values):
-        raise MidigenError(f"--candidates {text}: nucleus masses in (0, 1], comma-separated, e.g. 0.9,0.95,1")
+    if not values or not all(fits(v) for v in values):
+        raise MidigenError(f"{flag} {text}: {words}, comma-separated, e.g. {example}")
     return values
 
 
+def parse_strengths(text: str) -> list[float]:
+    """'0,0.5,1' -> [0.0, 0.5, 1.0]: --strengths."""
+    from midigen.producer.request import MAX_STYLE_STRENGTH
+
+    return parse_candidates(text, f"style strengths from 0 to {MAX_STYLE_STRENGTH:g}", "0,0.5,1,1.5",
+                            is_style_strength, "--strengths")
+
+
 def card_section(result: dict, files: int) -> str:
-    """The card's section: each style's chosen mass and what every candidate measured."""
+    """The card's section: each style's chosen mass and strength and what every candidate measured."""
     lines = [CARD_HEADING, "",
              "A request without `--top-p` draws each style with its mass below (a blend: the average by weight; "
              f"a style not listed: {DEFAULT_TOP_P}). Chosen on {files} generated {CALIBRATION_BARS}-bar clips of the "
@@ -152,11 +216,23 @@ def card_section(result: dict, files: int) -> str:
     for style, row in result.items():
         cells = [_cell(row["candidates"][p]) if p in row["candidates"] else "-" for p in _candidates(result)]
         lines.append(f"| {style} | {row['top_p']:g} | " + " | ".join(cells) + " |")
+    leaned = {style: row for style, row in result.items() if row.get("strengths")}
+    if leaned:
+        values = sorted({s for row in leaned.values() for s in row["strengths"]})
+        lines += ["", "A request without `--style-strength` leans into each style by its strength below (a blend: the "
+                      f"average by weight; a style not listed: {DEFAULT_STYLE_STRENGTH:g}, as trained), chosen the same "
+                      "way at the style's mass, against 0; beside each: the clips' mean share of onsets on a beat.", "",
+                  "| style | strength | " + " | ".join(f"good / heard / usable (on-beat) at {s:g}" for s in values) + " |",
+                  "|---|---|" + "---|" * len(values)]
+        for style, row in leaned.items():
+            cells = [_cell(row["strengths"][s], beat=True) if s in row["strengths"] else "-" for s in values]
+            lines.append(f"| {style} | {row['style_strength']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(row: dict) -> str:
-    return (f"{row['good']:.2f} / " if "good" in row else "") + f"{row['fidelity']:.2f} / {row['usable']:.2f}"
+def _cell(row: dict, beat: bool = False) -> str:
+    text = (f"{row['good']:.2f} / " if "good" in row else "") + f"{row['fidelity']:.2f} / {row['usable']:.2f}"
+    return text + (f" ({row['on_beat']:.2f})" if beat and row.get("on_beat") is not None else "")
 
 
 def _candidates(result: dict) -> list[float]:
@@ -165,20 +241,34 @@ def _candidates(result: dict) -> list[float]:
 
 def settings(result: dict, earlier: dict | None = None, files: int = CALIBRATION_FILES) -> dict:
     """config.json's "sampling" with `result` merged into `earlier` (other styles' settings kept):
-    {"top_p": {style: mass}, "measured": {style: {"files", "candidates": {mass: row}}}}."""
+    {"top_p": {style: mass}, "style_strength": {style: s} (where measured), "measured": {style:
+    {"files", "candidates": {mass: row}, "strengths": {s: row}}}}."""
     earlier = earlier or {}
-    return {**earlier,
-            "top_p": {**(earlier.get("top_p") or {}), **{s: row["top_p"] for s, row in result.items()}},
-            "measured": {**(earlier.get("measured") or {}),
-                         **{s: {"files": files, "candidates": {f"{p:g}": v for p, v in row["candidates"].items()}}
-                            for s, row in result.items()}}}
+    leaned = {s: row["style_strength"] for s, row in result.items() if "style_strength" in row}
+    merged = {**earlier,
+              "top_p": {**(earlier.get("top_p") or {}), **{s: row["top_p"] for s, row in result.items()}},
+              "measured": {**(earlier.get("measured") or {}),
+                           **{s: {"files": files, "candidates": {f"{p:g}": v for p, v in row["candidates"].items()},
+                                  **({"strengths": {f"{k:g}": v for k, v in row["strengths"].items()}}
+                                     if row.get("strengths") else {})}
+                              for s, row in result.items()}}}
+    if leaned or earlier.get("style_strength"):
+        merged["style_strength"] = {**(earlier.get("style_strength") or {}), **leaned}
+    return merged
 
 
 def measured(sampling: dict) -> dict:
     """`calibrate`'s result as config.json's sampling section stores it (every style measured so far)."""
-    return {s: {"top_p": float(sampling["top_p"][s]), "candidates": {float(p): v for p, v in m["candidates"].items()},
-                "files": m.get("files")}
-            for s, m in (sampling.get("measured") or {}).items() if s in (sampling.get("top_p") or {})}
+    result = {}
+    for s, m in (sampling.get("measured") or {}).items():
+        if s not in (sampling.get("top_p") or {}):
+            continue
+        result[s] = {"top_p": float(sampling["top_p"][s]),
+                     "candidates": {float(p): v for p, v in m["candidates"].items()}, "files": m.get("files")}
+        if m.get("strengths") and s in (sampling.get("style_strength") or {}):
+            result[s].update(style_strength=float(sampling["style_strength"][s]),
+                             strengths={float(k): v for k, v in m["strengths"].items()})
+    return result
 
 
 def write_settings(folder: Path, result: dict, files: int) -> dict:

@@ -49,6 +49,16 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         top_p = bundle.top_p(style)
         if towards is not None:
             top_p = (1.0 - towards.weight) * top_p + towards.weight * bundle.top_p(towards.style)
+    # The lean's second state reads the clip's own context; drawn towards another context (an
+    # interpolation), there is no one context to lean from, so those clips are drawn as trained.
+    strength = req.style_strength
+    if strength is None:
+        strength = 0.0 if towards is not None else bundle.style_strength(style)  # the model's setting for the style
+    elif strength > 0 and not bundle.styles:
+        raise MidigenError(f"--style-strength {strength:g}: this model knows no styles to lean into; use 0")
+    elif strength > 0 and towards is not None:
+        raise MidigenError(f"--style-strength {strength:g}: an interpolation is drawn as trained (the lean reads one "
+                           "clip's context, an interpolation two); use 0")
     opts = SamplingOptions(
         num=req.num, max_events=req.event_budget, max_steps=max_steps, temperature=req.temperature,
         top_k=req.top_k, top_p=top_p,
@@ -57,7 +67,7 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
         kernels=req.kernels, context=context, context_start=context_start, towards=towards,
-        grid=sampling_grid(req.grid, params))
+        grid=sampling_grid(req.grid, params), style_strength=float(strength))
     return opts, end_tick
 
 

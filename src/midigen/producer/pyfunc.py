@@ -2,7 +2,7 @@
 
 `mlflow.pyfunc.load_model(uri).predict(request)` takes a dict (or a one-row DataFrame)
 of `midigen generate` options (the fields of `midigen.producer.request.GenerateRequest`:
-num, bars, events, bpm, temperature, top_k, top_p, style ("chorale", "chorale=0.6,fiddle=0.4"
+num, bars, events, bpm, temperature, top_k, top_p, style_strength, style ("chorale", "chorale=0.6,fiddle=0.4"
 or {"chorale": 0.6}), key, scale, seed, note_range ([36, 84] or "36-84"), voices, start,
 repetition_penalty, max_note_beats, velocity, name, ...) and returns a DataFrame with one row per file: `name`
 and `midi` (the file's bytes), identical to the CLI's files for the same seed.

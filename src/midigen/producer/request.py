@@ -33,11 +33,23 @@ MAX_SEED = 2**32 - 1
 # The nucleus mass of a style the model carries no setting for (a fine-tune measures one for
 # its new style and stores it with the model: `Bundle.top_p`).
 DEFAULT_TOP_P = 0.95
+# How far a style the model carries no setting for leans into itself (`--style-strength`; 0: as
+# trained; `midigen models calibrate` measures one per style: `Bundle.style_strength`).
+DEFAULT_STYLE_STRENGTH = 0.0
+MAX_STYLE_STRENGTH = 8.0  # as `sampling.MAX_STYLE_STRENGTH`; useful leans are 0.5-2
 
 
 def is_nucleus_mass(value: object) -> bool:
     """A number in (0, 1]: what --top-p, a model's per-style setting and a calibration candidate take."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= 1
+
+
+def is_style_strength(value: object) -> bool:
+    """A number from 0 to MAX_STYLE_STRENGTH: what --style-strength and a model's per-style setting take."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0 <= value <= MAX_STYLE_STRENGTH
+
+
 MAX_NAME_BYTES = 120  # the name prefix, in UTF-8 bytes: room left for _s<seed>_NN.mid under 255
 KERNELS = ("auto", "native", "python")
 # --grid: where notes start and end, as a DAW's quantize values: subdivisions of the beat
@@ -84,6 +96,10 @@ class GenerateRequest:
     top_k: int = _opt(0, "sample from the k likeliest events (0 = off)")
     top_p: float | None = _opt(None, f"nucleus sampling mass, in (0, 1] (1 = off; default: the model's setting for "
                                      f"the style, {DEFAULT_TOP_P} unless a fine-tune chose another)")
+    style_strength: float | None = _opt(None, "how far each step leans into the style, away from what all the "
+                                              "model's styles share (0 = as trained; 1 = twice the difference; "
+                                              "default: the model's setting for the style, 0 unless calibrated; "
+                                              "an interpolation is drawn as trained)")
     style: dict[str, float] | None = _opt(None, "style weights, e.g. chorale=0.6,fiddle=0.4 (default: an even blend)")
     key: str | None = _opt(None, "restrict notes to a key, e.g. 'F# minor'")
     scale: str | None = _opt(None, f"scale of --key: {', '.join(SCALES)}")
@@ -252,7 +268,7 @@ def _towards(name: str, value: object) -> dict:
 
 PARSERS = {
     **{n: _integer for n in ("num", "bars", "events", "top_k", "seed", "voices", "velocity")},
-    **{n: _number for n in ("bpm", "temperature", "top_p", "repetition_penalty")},
+    **{n: _number for n in ("bpm", "temperature", "top_p", "style_strength", "repetition_penalty")},
     **{n: _text for n in ("key", "scale", "primer", "name", "start", "kernels", "context")},
     "grid": lambda n, v: _text(n, v).strip().lower(),
     "style": parse_style, "note_range": parse_range, "max_copy": parse_max_copy,
@@ -292,6 +308,8 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
     _within(req, "top_p", 0, 1, "use a number in (0, 1]", optional=True)
     if req.top_p is not None and req.top_p <= 0:
         raise RequestError("top_p", req.top_p, "use a number in (0, 1]")
+    _within(req, "style_strength", 0, MAX_STYLE_STRENGTH,
+            f"use a number from 0 (as trained) to {MAX_STYLE_STRENGTH:g}, e.g. 1", optional=True)
     _whole(req, "seed", 0, MAX_SEED, f"use a whole number from 0 to {MAX_SEED}")
     _within(req, "repetition_penalty", 0, 100, "use a number >= 0 (0 disables it)")
     _within(req, "max_note_beats", 1 / 64, 1024, "use a length in beats > 0, or 'off'", optional=True)
@@ -361,7 +379,7 @@ def file_stem(name: str) -> str:
 # The fields every clip-writing command offers (generate, interpolate); generate adds these:
 CLIP_FIELDS = ("bpm", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices", "grid",
                "repetition_penalty", "max_note_beats", "velocity", "name", "max_copy", "kernels")
-GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "primer", "start")
+GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "style_strength", "primer", "start")
 
 
 def add_request_arguments(parser, names: tuple[str, ...], defaults: dict | None = None) -> None:  # noqa: ANN001

@@ -64,6 +64,7 @@ from midigen.data.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, P
                                  EventParams, bar_positions, total_steps)
 from midigen.data.midi_io import BEATS_PER_BAR
 from midigen.producer import native as kernels
+from midigen.producer.request import MAX_STYLE_STRENGTH
 from midigen.model import EventLSTM, StepLSTM, resolve_precision
 
 NEG_INF = float("-inf")
@@ -123,6 +124,14 @@ class SamplingOptions:
     bar_beats: for a position-aware model, the clip's bar in beats (4: midigen writes 4/4); at
         most the model's `position_bar_beats`. Models without positions ignore it.
     towards: a second conditioning the clip is drawn towards (see `Towards`).
+    style_strength: how far each step leans into the clip's style, away from the even blend of
+        the model's styles (classifier-free guidance, Ho & Salimans 2022, with the even blend as
+        the unconditional model): logits (1 + s) * l_style - s * l_even, from a second state that
+        reads the same events conditioned on the even blend. 0: the style's own distribution, as
+        trained. A model drawn freely drifts towards what all its styles share (reels come out
+        as plain eighths and quarters); s > 0 pushes back towards what sets the style apart.
+        Applied after `towards` (the mix is the style leaned into), before every control; no effect
+        for the even blend itself or a model without styles. Costs a second LSTM step per step.
     kernels: "native" runs each LSTM layer's cell and each step's controls and draw as one
         compiled call (`midigen kernels build`, see `midigen.producer.native`); "python" is the
         reference path in torch + numpy; "auto", the default, is native where built. Both
@@ -154,8 +163,11 @@ class SamplingOptions:
     context_start: int = 0
     bar_beats: int = BEATS_PER_BAR
     grid: tuple[int, ...] | None = None
+    style_strength: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (np.isfinite(self.style_strength) and 0.0 <= self.style_strength <= MAX_STYLE_STRENGTH):
+            raise ValueError(f"style_strength={self.style_strength}: use a number from 0 (off) to {MAX_STYLE_STRENGTH:g}")
         if not (np.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature={self.temperature}: use a positive number (1.0 = as trained)")
         if not 0.0 < self.top_p <= 1.0:
@@ -425,9 +437,13 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     # (B,): each file's last prefix id, the first step's input; each sampled id is written back into it
     ids = torch.as_tensor(np.array([r[-1] for r in rows], dtype=np.int64))
     logits = stepper.step(ids, clip_positions()).numpy()  # (B, V), a view of the stepper's buffer: masked in place
-    step_partner = None
+    step_partner = step_lean = None
     if opts.towards is not None:
-        step_partner = _partner(model, params, opts, rows, prefix_at, bar, precision, use_native, logits)
+        step_partner = _partner(model, params, opts.towards, B, rows, prefix_at, bar, precision, use_native, logits)
+    if opts.style_strength > 0 and model.num_styles and opts.style is not None:
+        # The even blend (style None) read beside the clip, pushed away from: see SamplingOptions.style_strength.
+        step_lean = _partner(model, params, Towards(style=None, weight=-float(opts.style_strength)), B, rows,
+                             prefix_at, bar, precision, use_native, logits)
     inv_temperature = np.float32(1.0 / float(opts.temperature))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
@@ -447,6 +463,8 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         stepper.step(ids, at)
         if step_partner is not None:
             step_partner(ids, at)
+        if step_lean is not None:
+            step_lean(ids, at)
     result = []
     for b in range(B):
         row = out[b]
@@ -515,12 +533,11 @@ def _positions(rows: list[np.ndarray], starts: list[int], params: EventParams, b
     return [done.setdefault((id(r), s), bar_positions(r, params, bar, s)) for r, s in zip(rows, starts)]
 
 
-def _partner(model: EventLSTM, params: EventParams, opts: SamplingOptions, rows: list[np.ndarray],  # noqa: ANN202
+def _partner(model: EventLSTM, params: EventParams, towards: Towards, B: int, rows: list[np.ndarray],  # noqa: ANN202
              rows_at: list[np.ndarray] | None, bar: int | None, precision: str, use_native: bool, logits: np.ndarray):
     """`Towards`: a second state warmed by its own context (or the clip's prefix), and the step
-    that mixes its next-event logits into `logits` (B, V) in place; the mix of the first step is done."""
-    towards = opts.towards
-    B = opts.num
+    that mixes its next-event logits into `logits` (B, V) in place; the mix of the first step is done.
+    A geometric weight below 0 pushes away from the partner (`SamplingOptions.style_strength`)."""
     own, own_at = rows, rows_at
     if _has_context(towards.context, B):
         own = ([np.asarray(c, dtype=np.int64) for c in towards.context] if isinstance(towards.context, list)

@@ -19,8 +19,9 @@ files (a producer is told when a clip copies one of their own), the style classi
 refitted on the base styles' and the new style's training excerpts, and the real-excerpt
 reference (the "usable" bound) gains the new style. After training, the new style's default
 nucleus mass is chosen from `finetune.top_p_candidates` on generated clips (`producer.calibrate`:
-heard as the style most often by the refitted classifier, no less usable) and stored with the
-model beside the base's settings (`Bundle.top_p`). The card names the base model's version
+heard as the style most often by the refitted classifier, no less usable), then its style strength
+from `finetune.style_strengths`, and both are stored with the model beside the base's settings
+(`Bundle.top_p`, `Bundle.style_strength`). The card names the base model's version
 and run, the new files and the figures. A user's mistake (no base model, a style the base
 knows, a style folder missing, sizes or tokenizer overridden, a registry name holding models
 of another tokenizer) is one MidigenError before any MLflow run exists.
@@ -49,7 +50,7 @@ from midigen.evaluation.originality import OriginalityIndex
 from midigen.model import EventLSTM
 from midigen.producer.bundle import Bundle, load_bundle
 from midigen.producer.calibrate import calibrate, card_section, measured, settings
-from midigen.producer.request import is_nucleus_mass
+from midigen.producer.request import is_nucleus_mass, is_style_strength
 from midigen.producer.registry import ModelSource, is_registry_uri, locate_model
 from midigen.train import registration
 from midigen.train.callbacks import SamplingCallback
@@ -121,6 +122,10 @@ def check_request(cfg: DictConfig, base: Bundle, overrides: list[str],
     if not isinstance(candidates, (list, tuple, ListConfig)) or not all(is_nucleus_mass(c) for c in candidates):
         raise MidigenError(f"finetune.top_p_candidates={candidates}: a list of nucleus masses in (0, 1], "
                            "e.g. [0.9,0.95,1.0] ([]: the new style is sampled at 0.95)")
+    strengths = cfg.finetune.get("style_strengths") or []
+    if not isinstance(strengths, (list, tuple, ListConfig)) or not all(is_style_strength(s) for s in strengths):
+        raise MidigenError(f"finetune.style_strengths={strengths}: a list of style strengths from 0, "
+                           "e.g. [0,0.5,1] ([]: the new style is sampled as trained, strength 0)")
     calibration = cfg.finetune.get("calibration_files", 64)
     if not isinstance(calibration, int) or isinstance(calibration, bool) or not 0 <= calibration <= 128:
         raise MidigenError(f"finetune.calibration_files={calibration}: a number of files from 0 to 128")
@@ -313,13 +318,14 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
                                   _weights(styles, style))
         module.net.eval()
         candidates = [float(c) for c in cfg.finetune.get("top_p_candidates") or []]
+        strengths = [float(s) for s in cfg.finetune.get("style_strengths") or []]
         files = int(cfg.finetune.get("calibration_files", 64))
         chosen = {}
         if candidates and files and classifier_path.exists():
-            with step(f"choosing the nucleus mass (--top-p) {style} is sampled with"):
+            with step(f"choosing the nucleus mass (--top-p) and style strength {style} is sampled with"):
                 # the run folder holds what a bundle reads: the refitted classifier and the reference
                 chosen = calibrate(Bundle(module.net, base.params, {}, run_dir), [style], candidates, files,
-                                   run_dir / "calibration")
+                                   run_dir / "calibration", strengths=strengths)
         sampling = settings(chosen, base.meta.get("sampling"), files) if chosen or base.meta.get("sampling") else None
         figures = {"finetune/new_nll_per_note": new_after["per_note"],
                    "finetune/new_nll_per_note_base": before["new_blend"]["per_note"],
@@ -334,6 +340,11 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
             for p, row in chosen[style]["candidates"].items():
                 figures[f"finetune/top_p_fidelity/{p:g}"] = row["fidelity"]
                 figures[f"finetune/top_p_usable/{p:g}"] = row["usable"]
+            if "style_strength" in chosen[style]:
+                figures["finetune/style_strength"] = chosen[style]["style_strength"]
+                for s, row in chosen[style]["strengths"].items():
+                    figures[f"finetune/strength_fidelity/{s:g}"] = row["fidelity"]
+                    figures[f"finetune/strength_usable/{s:g}"] = row["usable"]
         for key, value in figures.items():
             if value is not None:
                 results[key] = float(value)
