@@ -9,8 +9,10 @@ Musical controls act on the logits before sampling: temperature, top-k, top-p, a
 pitch range (NOTE_ON restricted to both), an anti-stuck repetition penalty on recently played
 pitches, a cap on how long a note may sound, a cap on how many notes sound at once, a rhythmic
 grid (a TIME_SHIFT only where it lands on the grid, so every onset and offset sits on it), and
-grammar masks (NOTE_OFF only for a sounding pitch, NOTE_ON only for a silent one). Producer
-path: plain torch, no Lightning.
+grammar masks (NOTE_OFF only for a sounding pitch, NOTE_ON only for a silent one). Before them,
+the logits may lean into the clip's style, away from the even blend of the model's styles read
+by a second state (`SamplingOptions.style_strength`), or mix in a second conditioning (`Towards`).
+Producer path: plain torch, no Lightning.
 
 How a clip without primer or context opens (`SamplingOptions.start`): the model has no
 begin-of-sequence token (it was trained on windows cut anywhere in files), so "model" warms
