@@ -31,6 +31,7 @@ SIXTEENTH = 3  # steps of a 12-step beat
 def _study():
     spec = importlib.util.spec_from_file_location("style_study", HERE / "study.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["style_study"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

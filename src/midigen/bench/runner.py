@@ -15,7 +15,7 @@ notes say how it was taken, and the table's header the machine's load average.
     sampling_seconds_shipped_model  the same on the shipped default model (models/pretrained)
     sampling_native_vs_python     sample() with the native kernels vs its Python reference path
     form_batched_vs_one_by_one    `generate --form AA' --num 8` vs the same 8 files as 8 requests of --num 1
-    style_strength_cost           8 fiddle clips at --style-strength 1.5 vs the same at 0 (a cost: <= 2.5x)
+    style_strength_cost           a sampling step of 8 fiddle clips at --style-strength 1.5 vs at 0 (a cost: <= 2.5x)
     generate_cold_start           `midigen generate` as a fresh process, against 3 s
     producer_import               producer modules vs the same plus the training path
     tokenize_vs_mido              our cold token cache vs the seed's mido parser
