@@ -124,7 +124,11 @@ def test_bundle_card_index_classifier_and_reference_know_the_new_style(finetuned
     chosen = json.loads((bundle / "config.json").read_text())["sampling"]["top_p"]
     assert set(chosen) == {STYLE} and chosen[STYLE] in (0.9, 0.95, 1.0)
     assert f"| {STYLE} | {chosen[STYLE]:g} |" in card, card
-    assert len(list((bundle.parent / "calibration").rglob("*.mid"))) == 3 * 8
+    # ... and so does its style strength, chosen next at that mass (0 is the mass's own clips)
+    strengths = json.loads((bundle / "config.json").read_text())["sampling"]["style_strength"]
+    assert set(strengths) == {STYLE} and strengths[STYLE] in (0.0, 0.5, 1.0)
+    assert f"| {STYLE} | {strengths[STYLE]:g} |" in card.split("leans into each style")[1], card
+    assert len(list((bundle.parent / "calibration").rglob("*.mid"))) == (3 + 2) * 8
 
     classifier = StyleClassifier.load(bundle / "style_classifier.json")
     assert classifier.styles == ["chorale", "fiddle", STYLE]
