@@ -66,18 +66,23 @@ def bench_generate(bundle: Path, work: Path, sizes: Sizes) -> list[Row]:
     return rows
 
 
+def _shipped_bundle():  # noqa: ANN202 - a Bundle, or None where the repo has no shipped model
+    from midigen.producer.bundle import load_bundle
+
+    path = repo_root() / "models" / "pretrained"
+    return load_bundle(path) if (path / "config.json").exists() else None
+
+
 def bench_form(sizes: Sizes) -> list[Row]:
     """`generate --form AA' --num 8 --bars 8` on the shipped model: each section sampled for the whole
     batch at once (ours) against the same eight files formed one request at a time (`--num 1` each,
     how a formed batch was sampled before: each file's later sections on their own)."""
-    from midigen.producer.bundle import load_bundle
     from midigen.producer.generate import generate_batch
     from midigen.producer.request import GenerateRequest
 
-    path = repo_root() / "models" / "pretrained"
-    if not (path / "config.json").exists():
+    bundle = _shipped_bundle()
+    if bundle is None:
         return []
-    bundle = load_bundle(path)
     # as trained (strength 0): the row times the batching, the lean has its own row
     req = GenerateRequest(num=FORM_FILES, bars=8, form="AA'", seed=1, max_copy=None, style={"chorale": 1.0},
                           style_strength=0.0)
@@ -100,14 +105,12 @@ def bench_style_strength(sizes: Sizes) -> list[Row]:
     (a batch takes as many steps as its longest file has events; leaning clips are denser, so they
     take more steps too, which the notes give): the goal is at most 2.5x the plain step's time (the
     second state doubles the matmuls; the controls and the draw are not doubled)."""
-    from midigen.producer.bundle import load_bundle
     from midigen.producer.generate import generate_batch
     from midigen.producer.request import GenerateRequest
 
-    path = repo_root() / "models" / "pretrained"
-    if not (path / "config.json").exists():
+    bundle = _shipped_bundle()
+    if bundle is None:
         return []
-    bundle = load_bundle(path)
     req = GenerateRequest(num=FORM_FILES, bars=8, seed=1, max_copy=None, style={"fiddle": 1.0}, style_strength=1.5)
     repeats = max(1, sizes.sample_repeats // 2)
     timed = {}

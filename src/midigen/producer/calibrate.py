@@ -172,10 +172,9 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
                 own = rows.get(top_p) if candidates is not None or stored.get(style, {}).get("files") == files else None
                 known = {DEFAULT_STYLE_STRENGTH: own} if own and DEFAULT_STYLE_STRENGTH in strengths else {}
                 todo = [s for s in strengths if s not in known]
-                srows = {**known, **measure(bundle, classifier, style, todo, files, where, seed,
-                                            knob="style_strength", fixed={"top_p": top_p})}
-                result[style].update(style_strength=choose(dict(sorted(srows.items())), keep=DEFAULT_STYLE_STRENGTH),
-                                     strengths=dict(sorted(srows.items())))
+                srows = dict(sorted({**known, **measure(bundle, classifier, style, todo, files, where, seed,
+                                                        knob="style_strength", fixed={"top_p": top_p})}.items()))
+                result[style].update(style_strength=choose(srows, keep=DEFAULT_STYLE_STRENGTH), strengths=srows)
             if progress is not None:
                 progress(style, result[style])
     return result
