@@ -9,7 +9,9 @@ import shutil
 import pytest
 
 from midigen.cli import main
-from midigen.producer.calibrate import card_section, choose, measured, settings, write_settings
+from midigen.producer.calibrate import (
+    card_section, choose, choose_in_time, measured, real_style, settings, write_settings,
+)
 from midigen.producer.request import DEFAULT_STYLE_STRENGTH, DEFAULT_TOP_P
 
 
@@ -51,6 +53,40 @@ def test_a_style_strength_is_chosen_as_a_mass_is_against_zero():
     assert choose({0.0: row(0.5), 1.0: row(0.55)}, keep=DEFAULT_STYLE_STRENGTH) == 0.0  # within the noise
 
 
+def _beat(good: float, usable: float, on_beat: float) -> dict:
+    return {"good": good, "fidelity": good, "usable": usable, "files": 128, "on_beat": on_beat}
+
+
+def test_among_strengths_as_good_the_one_in_the_styles_time_is_taken():
+    # the shipped model's rows (128 clips a strength) and its reference's real on-beat and usable shares
+    fiddle = {0.0: _beat(0.30, 0.99, 0.56), 0.5: _beat(0.44, 0.98, 0.51), 1.0: _beat(0.63, 0.98, 0.46),
+              1.5: _beat(0.76, 0.98, 0.43), 2.0: _beat(0.82, 0.93, 0.39)}
+    real = {"on_beat": 0.403, "usable": 0.86}
+    assert choose(fiddle, keep=DEFAULT_STYLE_STRENGTH) == 1.5  # 2 is less usable than 0 beyond the noise...
+    assert choose_in_time(fiddle, real) == 2.0  # ...but as usable as real reels, and in their time
+    assert choose_in_time(fiddle, {**real, "usable": 0.95}) == 1.5  # steadier real music: 2 is not eligible
+    irish = {0.0: _beat(0.71, 1.0, 0.69), 0.5: _beat(0.77, 1.0, 0.59), 1.0: _beat(0.62, 0.90, 0.47)}
+    assert choose(irish, keep=DEFAULT_STYLE_STRENGTH) == 0.0  # 0.5 within the noise of 0 on good files alone
+    assert choose_in_time(irish, {"on_beat": 0.555, "usable": 0.83}) == 0.5  # 0 is 24% more on the beat than real
+    # in time at 0 already: 0 stays though 0.5 has a few more good files within the noise
+    assert choose_in_time({0.0: _beat(0.71, 1.0, 0.56), 0.5: _beat(0.77, 1.0, 0.52)}, {"on_beat": 0.555}) == 0.0
+    # none in time: the closest of those as good, never a much worse one
+    far = {0.0: _beat(0.85, 1.0, 0.91), 0.5: _beat(0.93, 1.0, 0.94), 1.0: _beat(0.95, 1.0, 0.93),
+           2.0: _beat(0.40, 1.0, 0.80)}
+    assert choose_in_time(far, {"on_beat": 0.70, "usable": 0.95}) == 1.0
+    # without a reference or on-beat shares: the rule on good files alone
+    assert choose_in_time(fiddle, None) == choose(fiddle, keep=DEFAULT_STYLE_STRENGTH)
+    assert choose_in_time({0.0: _row(0.3, 128), 1.0: _row(0.6, 128)}, real) == 1.0
+
+
+def test_the_real_style_comes_from_the_models_reference():
+    reference = {"styles": {"jig": {"metrics": {"on_beat": {"mean": 0.4, "p5": 0.2}}, "usable": 0.9},
+                            "old": {"metrics": {"on_beat": {"mean": 0.6, "p5": 0.3}}}}}
+    assert real_style(reference, "jig") == {"on_beat": 0.4, "usable": 0.9}
+    assert real_style(reference, "old") == {"on_beat": 0.6, "usable": None}  # a reference from before the share
+    assert real_style(reference, "reel") is None and real_style(None, "jig") is None
+
+
 def test_strengths_are_stored_beside_the_masses_and_shown_in_the_card():
     cell = {"good": 0.5, "fidelity": 0.5, "usable": 1.0, "files": 4, "on_beat": 0.42}
     result = {"b": {"top_p": 1.0, "candidates": {1.0: cell}, "style_strength": 1.5,
@@ -59,7 +95,9 @@ def test_strengths_are_stored_beside_the_masses_and_shown_in_the_card():
     assert sampling["style_strength"] == {"b": 1.5} and sampling["top_p"] == {"a": 0.9, "b": 1.0}
     assert measured(sampling)["b"]["style_strength"] == 1.5 and set(measured(sampling)["b"]["strengths"]) == {0.0, 1.5}
     card = card_section(measured(sampling), 4)
-    assert "| b | 1.5 | 0.50 / 0.50 / 1.00 (0.42) | 0.90 / 0.50 / 1.00 (0.42) |" in card
+    assert "| b | 1.5 | - | 0.50 / 0.50 / 1.00 (0.42) | 0.90 / 0.50 / 1.00 (0.42) |" in card
+    result["b"]["real"] = {"on_beat": 0.4, "usable": 0.88}  # what the rhythm was chosen against travels too
+    assert "| b | 1.5 | 0.40 / 0.88 | 0.50" in card_section(measured(settings(result, None, files=4)), 4)
     assert "style_strength" not in settings({"b": {"top_p": 1.0, "candidates": {1.0: cell}}}, None)  # none measured
 
 

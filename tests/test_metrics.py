@@ -430,8 +430,20 @@ def test_real_reference_cuts_8_bar_windows_at_the_files_own_bar_lines(tmp_path):
     assert reference["all"]["windows"] == 3 and reference["all"]["files"] == 2
     assert reference["styles"]["waltz"]["metrics"]["on_beat"]["p5"] == 1.0
     assert sorted(reference["skipped"]) == ["march/drums.mid", "march/short.mid"]
+    assert reference["styles"]["waltz"]["usable"] == 1.0  # on the grid, at the style's own p5
     assert "drum" in reference["skipped"]["march/drums.mid"] and "shorter than 8 bars" in reference["skipped"][
         "march/short.mid"]
+
+
+def test_the_reference_says_how_usable_real_music_of_each_style_is():
+    from midigen.evaluation.reference import window_stats
+
+    steady = {"n_notes": 8, "on_beat": 0.5, "on_grid": 1.0, "stuck_ratio": 0, "repetition_half": 0, "long_notes": 0}
+    rows = [dict(steady) for _ in range(18)] + [{**steady, "on_grid": 0.8}, {**steady, "on_beat": 0.1}]
+    stats = window_stats(rows)
+    # one window off the grid, one below the style's 5th percentile of on-beat: 18 of 20 usable
+    assert stats["metrics"]["on_beat"]["p5"] > 0.1 and abs(stats["usable"] - 0.9) < 1e-12
+    assert window_stats([])["usable"] is None
 
 
 def test_real_reference_of_the_committed_corpus_is_fast_and_tells_chorales_from_fiddle_tunes():

@@ -86,8 +86,11 @@ def _window_row(on, off, pitch, tpb: float, length: float, bars: np.ndarray) -> 
 
 
 def window_stats(rows: list[dict]) -> dict:
-    """{"windows": n, "metrics": {metric: {"mean", "p5", "p50", "p95"}}} over window rows
-    (`window_metrics`' dicts); a metric without values maps to None."""
+    """{"windows": n, "metrics": {metric: {"mean", "p5", "p50", "p95"}}, "usable": share} over
+    window rows (`window_metrics`' dicts); a metric without values maps to None. "usable": the
+    share of the windows that `usable` passes against these windows' own p5 of on_beat (a real
+    window has no hanging note), None without windows: how usable the real music itself is, the
+    most a generated clip of the style can be asked to be (real madrigals leave the 16th grid)."""
     stats = {}
     for key in REFERENCE_METRICS:
         values = np.asarray([row[key] for row in rows if row.get(key) is not None], dtype=np.float64)
@@ -96,7 +99,10 @@ def window_stats(rows: list[dict]) -> dict:
             continue
         p5, p50, p95 = np.percentile(values, [5, 50, 95])
         stats[key] = {"mean": float(values.mean()), "p5": float(p5), "p50": float(p50), "p95": float(p95)}
-    return {"windows": len(rows), "metrics": stats}
+    share = None
+    if stats["on_beat"] is not None:
+        share = float(np.mean([usable(row, stats["on_beat"]["p5"])[0] for row in rows]))
+    return {"windows": len(rows), "metrics": stats, "usable": share}
 
 
 def real_reference(root: str | Path, window_bars: int = WINDOW_BARS, files: list[str] | None = None) -> dict:

@@ -18,12 +18,15 @@ folder's config.json (`sampling.top_p`, read by `Bundle.top_p`: a request that s
 uses it, a blend the average by weight), with a table in its card. A fine-tune runs it for its new style;
 `midigen models calibrate DIR` for any model folder.
 
-The style strength (`sampling.SamplingOptions.style_strength`) is chosen the same way, second,
-at the chosen mass: its candidates STRENGTHS, DEFAULT_STYLE_STRENGTH (0, as trained) staying
-unless another beats it beyond the noise. A model drawn freely drifts towards what all its
-styles share (a reel comes out as plain eighths and quarters); leaning into the style pushes
-back, until the clip overshoots into a caricature the classifier may still hear but that is off
-the style's beat, which the usable verdict catches. Stored as `sampling.style_strength`.
+The style strength (`sampling.SamplingOptions.style_strength`) is chosen second, at the chosen
+mass, from its candidates STRENGTHS, by good files and then by rhythm (`choose_in_time`): among
+the candidates as usable as the default or as the style's real excerpts, and with as many good
+files as the best within the noise, the one whose clips' mean on-beat share is within IN_TIME
+of the real style's (the reference that travels with the model), DEFAULT_STYLE_STRENGTH (0, as
+trained) first. A model drawn freely drifts towards what all its styles share (a reel comes
+out as plain eighths and quarters, on the beat far more often than a real reel); leaning into
+the style pushes back, until the clip overshoots into a caricature, busier than the style,
+which the rhythm rule and the usable verdict catch. Stored as `sampling.style_strength`.
 
 Not for: sampling (`sampling.py`), the request's defaults (`request.py`).
 """
@@ -41,7 +44,9 @@ from midigen.errors import MidigenError
 from midigen.producer.request import DEFAULT_STYLE_STRENGTH, DEFAULT_TOP_P, is_nucleus_mass, is_style_strength
 
 CANDIDATES = (0.9, 0.95, 1.0)
-STRENGTHS = (0.0, 0.5, 1.0, 1.5)
+STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
+# "In time": a mean on-beat share within this fraction of the real style's (the timing issue's bound).
+IN_TIME = 0.10
 CALIBRATION_FILES = 64
 CALIBRATION_BARS = 8
 # The clips' seed: apart from the seeds the studies judge a model's files with (0 and up, 1000 and
@@ -106,6 +111,59 @@ def choose(rows: dict, keep: float = DEFAULT_TOP_P) -> float:
     if steadier:
         return max(steadier, key=lambda p: (round(rows[p]["usable"], 9), round(rows[p]["good"], 9)))
     return keep
+
+
+def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_STRENGTH) -> float:
+    """The style strength whose clips are good and in time: `choose`'s good files, then the real
+    style's rhythm. `real`: {"on_beat": the mean share of onsets on a beat of the style's real
+    excerpts, "usable": their usable share} (`real_style`), from the reference that travels with
+    the model; without it, or without the rows' on-beat shares, `choose`.
+
+    1. Eligible: candidates no less usable than the default beyond twice the standard error, or
+       no less usable than the style's real excerpts are (real reels leave the grid more often
+       than a model drawn as trained does; a producer can use such a file as well as a real one).
+    2. Contenders: eligible candidates whose share of good files is within twice the standard
+       error of the best eligible one's.
+    3. In time: contenders whose mean on-beat share is within IN_TIME of the real style's. The
+       default if it is one, else the one with the most good files; if none is in time, the
+       contender closest to the real on-beat share. The lean's pull on the rhythm is steady (a
+       step of 0.5 moves a reel's on-beat share by 0.03-0.05, more than its standard error over
+       128 clips, about 0.01), so among clips heard as the style equally often, the rhythm decides.
+    """
+    if (not real or real.get("on_beat") is None or keep not in rows
+            or any(row.get("on_beat") is None for row in rows.values())):
+        return choose(rows, keep)
+    default, target = rows[keep], real["on_beat"]
+    real_usable = real.get("usable")
+
+    def floor(row: dict) -> float:
+        noise = default["usable"] - 2 * _se(row, default, "usable")
+        return noise if real_usable is None else min(noise, real_usable)
+
+    eligible = [s for s, row in rows.items() if row["usable"] >= floor(row)]
+    top = max(eligible, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
+    contenders = [s for s in eligible
+                  if rows[top]["good"] - rows[s]["good"] <= 2 * _se(rows[s], rows[top], "good")]
+
+    def gap(s: float) -> float:
+        return abs(rows[s]["on_beat"] - target) / max(target, 1e-9)
+
+    in_time = [s for s in contenders if gap(s) <= IN_TIME]
+    if keep in in_time:
+        return keep
+    if in_time:
+        return max(in_time, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
+    return min(contenders, key=lambda s: (round(gap(s), 9), -rows[s]["good"], abs(s - keep)))
+
+
+def real_style(reference: dict | None, style: str) -> dict | None:
+    """{"on_beat": mean, "usable": share or None} of the style's real excerpts in a model's
+    reference (`evaluation.reference.real_reference`), or None where it has none."""
+    stats = ((reference or {}).get("styles") or {}).get(style) or {}
+    beat = (stats.get("metrics") or {}).get("on_beat")
+    if not beat:
+        return None
+    return {"on_beat": float(beat["mean"]), "usable": stats.get("usable")}
 
 
 def _se(a: dict, b: dict, key: str) -> float:
@@ -174,7 +232,9 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
                 todo = [s for s in strengths if s not in known]
                 srows = dict(sorted({**known, **measure(bundle, classifier, style, todo, files, where, seed,
                                                         knob="style_strength", fixed={"top_p": top_p})}.items()))
-                result[style].update(style_strength=choose(srows, keep=DEFAULT_STYLE_STRENGTH), strengths=srows)
+                real = real_style(bundle.reference, style)
+                result[style].update(style_strength=choose_in_time(srows, real, keep=DEFAULT_STYLE_STRENGTH),
+                                     strengths=srows, **({"real": real} if real else {}))
             if progress is not None:
                 progress(style, result[style])
     return result
@@ -219,13 +279,21 @@ def card_section(result: dict, files: int) -> str:
     if leaned:
         values = sorted({s for row in leaned.values() for s in row["strengths"]})
         lines += ["", "A request without `--style-strength` leans into each style by its strength below (a blend: the "
-                      f"average by weight; a style not listed: {DEFAULT_STYLE_STRENGTH:g}, as trained), chosen the same "
-                      "way at the style's mass, against 0; beside each: the clips' mean share of onsets on a beat.", "",
-                  "| style | strength | " + " | ".join(f"good / heard / usable (on-beat) at {s:g}" for s in values) + " |",
-                  "|---|---|" + "---|" * len(values)]
+                      f"average by weight; a style not listed: {DEFAULT_STYLE_STRENGTH:g}, as trained), chosen at the "
+                      "style's mass on the same clips: among the strengths as usable as 0 (within twice the standard "
+                      "error) or as the style's real excerpts, and with as many good files as the best within twice "
+                      "the standard error, the one whose mean share of onsets on a beat (in brackets) is within "
+                      f"{IN_TIME:.0%} of the real excerpts' (0 first, then the most good files; if none is, the "
+                      "closest).", "",
+                  "| style | strength | real: on-beat / usable | "
+                  + " | ".join(f"good / heard / usable (on-beat) at {s:g}" for s in values) + " |",
+                  "|---|---|---|" + "---|" * len(values)]
         for style, row in leaned.items():
             cells = [_cell(row["strengths"][s], beat=True) if s in row["strengths"] else "-" for s in values]
-            lines.append(f"| {style} | {row['style_strength']:g} | " + " | ".join(cells) + " |")
+            real = row.get("real") or {}
+            shown = (f"{real['on_beat']:.2f} / " + ("-" if real.get("usable") is None else f"{real['usable']:.2f}")
+                     if real else "-")
+            lines.append(f"| {style} | {row['style_strength']:g} | {shown} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +317,8 @@ def settings(result: dict, earlier: dict | None = None, files: int = CALIBRATION
               "measured": {**(earlier.get("measured") or {}),
                            **{s: {"files": files, "candidates": {f"{p:g}": v for p, v in row["candidates"].items()},
                                   **({"strengths": {f"{k:g}": v for k, v in row["strengths"].items()}}
-                                     if row.get("strengths") else {})}
+                                     if row.get("strengths") else {}),
+                                  **({"real": row["real"]} if row.get("real") else {})}
                               for s, row in result.items()}}}
     if leaned or earlier.get("style_strength"):
         merged["style_strength"] = {**(earlier.get("style_strength") or {}), **leaned}
@@ -266,7 +335,8 @@ def measured(sampling: dict) -> dict:
                      "candidates": {float(p): v for p, v in m["candidates"].items()}, "files": m.get("files")}
         if m.get("strengths") and s in (sampling.get("style_strength") or {}):
             result[s].update(style_strength=float(sampling["style_strength"][s]),
-                             strengths={float(k): v for k, v in m["strengths"].items()})
+                             strengths={float(k): v for k, v in m["strengths"].items()},
+                             **({"real": m["real"]} if m.get("real") else {}))
     return result
 
 
