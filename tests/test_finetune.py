@@ -129,6 +129,8 @@ def test_bundle_card_index_classifier_and_reference_know_the_new_style(finetuned
     assert set(strengths) == {STYLE} and strengths[STYLE] in (0.0, 0.5, 1.0)
     assert f"| {STYLE} | {strengths[STYLE]:g} |" in card.split("leans into each style")[1], card
     assert len(list((bundle.parent / "calibration").rglob("*.mid"))) == (3 + 2) * 8
+    # every style leans away from the base's blend, as it did in the base model
+    assert json.loads((bundle / "config.json").read_text())["sampling"]["lean_from"] == ["chorale", "fiddle"]
 
     classifier = StyleClassifier.load(bundle / "style_classifier.json")
     assert classifier.styles == ["chorale", "fiddle", STYLE]

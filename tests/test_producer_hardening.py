@@ -109,6 +109,9 @@ def _break(folder, how: str) -> None:
         config["sampling"] = {"top_p": {}, "style_strength": {"chorale": -1} if how == "strength below 0"
                               else {"nope": 1.0}}
         (folder / "config.json").write_text(json.dumps(config))
+    elif how == "lean_from of an unknown style":  # a fine-tune's base styles, edited by hand
+        config["sampling"] = {"top_p": {}, "lean_from": ["chorale", "nope"]}
+        (folder / "config.json").write_text(json.dumps(config))
 
 
 BROKEN = [("config not json", "config.json: not valid JSON"), ("config a list", "config.json: expected a JSON object"),
@@ -116,7 +119,8 @@ BROKEN = [("config not json", "config.json: not valid JSON"), ("config a list", 
           ("tokenizer of another model", "different models"), ("weights garbage", "model.safetensors: not readable"),
           ("weights of another shape", "model.safetensors"),
           ("top_p of an unknown style", "sampling.top_p names 'nope'"), ("top_p above 1", "not a mass in (0, 1]"),
-          ("strength below 0", "not a strength from 0"), ("strength of an unknown style", "sampling.style_strength names")]
+          ("strength below 0", "not a strength from 0"), ("strength of an unknown style", "sampling.style_strength names"),
+          ("lean_from of an unknown style", "sampling.lean_from is ['chorale', 'nope']")]
 
 
 @pytest.mark.parametrize("how,needle", BROKEN, ids=[b[0] for b in BROKEN])

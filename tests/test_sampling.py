@@ -306,6 +306,27 @@ def test_style_strength_leans_away_from_the_even_blend(kernels):
         sample(small_model(), SEED, SamplingOptions(**unstyled))))
 
 
+def test_the_lean_pushes_away_from_the_blend_it_is_given(kernels):
+    model = small_model("embedding", ("a", "b", "c"), seed=3)
+    with torch.no_grad():
+        model.style_embedding.weight.mul_(30)
+    opts = dict(num=8, max_events=14, style=torch.tensor([1.0, 0.0, 0.0]), seed=1, precision="fp32", kernels=kernels,
+                style_strength=1.5)
+    even = sample(model, SEED, SamplingOptions(**opts))
+    # every style named: the even blend itself, the default
+    assert all(np.array_equal(a, b) for a, b in zip(
+        sample(model, SEED, SamplingOptions(**opts, lean_from=torch.ones(3))), even))
+    # a fine-tune's base styles (a, b): a leans away from their blend, not one holding the new style c
+    base = sample(model, SEED, SamplingOptions(**opts, lean_from=torch.tensor([1.0, 1.0, 0.0])))
+    assert any(a.tolist() != b.tolist() for a, b in zip(base, even))
+    greedy = {**opts, "num": 1, "top_k": 1, "start": "random", "start_pitches": [60]}
+    ids = sample(model, SEED, SamplingOptions(**greedy, lean_from=torch.tensor([1.0, 1.0, 0.0])))[0]
+    two = small_model("embedding", ("a", "b"), seed=3)  # the same model without c: the base's own lean
+    with torch.no_grad():
+        two.load_state_dict({k: (v[:2] if k == "style_embedding.weight" else v) for k, v in model.state_dict().items()})
+    assert ids.tolist() == greedy_leaning(two, NOTE_ON_OFFSET + 60, torch.tensor([1.0, 0.0]), 1.5, 14)
+
+
 @pytest.mark.parametrize("bad,words", [
     (dict(style_strength=-0.5), "style_strength"), (dict(style_strength=9.0), "style_strength"),
     (dict(style_strength=float("nan")), "style_strength"),

@@ -60,6 +60,15 @@ class Bundle:
 
         return self._per_style("style_strength", DEFAULT_STYLE_STRENGTH, style)
 
+    def lean_from(self) -> torch.Tensor | None:
+        """The blend a style leans away from (`SamplingOptions.lean_from`): the even blend of the
+        styles in meta["sampling"]["lean_from"] as (S,) weights (a fine-tuned model names its
+        base's styles there), or None for the even blend of all the model's styles."""
+        names = ((self.meta or {}).get("sampling") or {}).get("lean_from")
+        if not names:
+            return None
+        return torch.tensor([1.0 if s in names else 0.0 for s in self.styles], dtype=torch.float32)
+
     def _per_style(self, key: str, default: float, style) -> float:  # noqa: ANN001
         chosen = ((self.meta or {}).get("sampling") or {}).get(key) or {}
         styles = self.styles
@@ -139,8 +148,8 @@ def load_bundle(path: str | Path) -> Bundle:
 
 def _check_sampling(folder: Path, meta: dict, styles: list[str]) -> None:
     """The per-style sampling settings `midigen models calibrate` and a fine-tune store
-    ({"top_p": {style: mass}, "style_strength": {style: s}}): known styles, masses in (0, 1],
-    strengths from 0 to MAX_STYLE_STRENGTH."""
+    ({"top_p": {style: mass}, "style_strength": {style: s}, "lean_from": [style]}): known styles,
+    masses in (0, 1], strengths from 0 to MAX_STYLE_STRENGTH."""
     from midigen.producer.request import MAX_STYLE_STRENGTH, is_nucleus_mass, is_style_strength
 
     sampling = meta.get("sampling")
@@ -150,6 +159,10 @@ def _check_sampling(folder: Path, meta: dict, styles: list[str]) -> None:
         raise MidigenError(f"{folder / CONFIG}: sampling.top_p must map styles to nucleus masses")
     checks = {"top_p": (is_nucleus_mass, "a mass in (0, 1]"),
               "style_strength": (is_style_strength, f"a strength from 0 to {MAX_STYLE_STRENGTH:g}")}
+    lean_from = sampling.get("lean_from")
+    if lean_from is not None and (not isinstance(lean_from, list) or not lean_from
+                                  or not all(isinstance(s, str) and s in styles for s in lean_from)):
+        raise MidigenError(f"{folder / CONFIG}: sampling.lean_from is {lean_from!r}, not a list of the model's styles")
     for key, (fits, words) in checks.items():
         chosen = sampling.get(key, {})
         if not isinstance(chosen, dict):

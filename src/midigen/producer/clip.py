@@ -67,7 +67,8 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
         kernels=req.kernels, context=context, context_start=context_start, towards=towards,
-        grid=sampling_grid(req.grid, params), style_strength=float(strength))
+        grid=sampling_grid(req.grid, params), style_strength=float(strength),
+        lean_from=bundle.lean_from() if strength > 0 else None)
     return opts, end_tick
 
 

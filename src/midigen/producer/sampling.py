@@ -134,6 +134,9 @@ class SamplingOptions:
         as plain eighths and quarters); s > 0 pushes back towards what sets the style apart.
         Applied after `towards` (the mix is the style leaned into), before every control; no effect
         for the even blend itself or a model without styles. Costs a second LSTM step per step.
+    lean_from: (S,) weights of the blend the lean pushes away from, or None for the even blend
+        of all the model's styles. A fine-tuned model keeps its base's (`Bundle.lean_from`): the
+        even blend of the base's styles, so a base style leans as it did in the base model.
     kernels: "native" runs each LSTM layer's cell and each step's controls and draw as one
         compiled call (`midigen kernels build`, see `midigen.producer.native`); "python" is the
         reference path in torch + numpy; "auto", the default, is native where built. Both
@@ -166,6 +169,7 @@ class SamplingOptions:
     bar_beats: int = BEATS_PER_BAR
     grid: tuple[int, ...] | None = None
     style_strength: float = 0.0
+    lean_from: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.style_strength) and 0.0 <= self.style_strength <= MAX_STYLE_STRENGTH):
@@ -443,8 +447,8 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     if opts.towards is not None:
         step_partner = _partner(model, params, opts.towards, B, rows, prefix_at, bar, precision, use_native, logits)
     if opts.style_strength > 0 and model.num_styles and opts.style is not None:
-        # The even blend (style None) read beside the clip, pushed away from: see SamplingOptions.style_strength.
-        step_lean = _partner(model, params, Towards(style=None, weight=-float(opts.style_strength)), B, rows,
+        # The even blend (or `lean_from`) read beside the clip, pushed away from: see SamplingOptions.style_strength.
+        step_lean = _partner(model, params, Towards(style=opts.lean_from, weight=-float(opts.style_strength)), B, rows,
                              prefix_at, bar, precision, use_native, logits)
     inv_temperature = np.float32(1.0 / float(opts.temperature))
     out = np.full((B, opts.max_events), PAD_ID, dtype=np.int64)

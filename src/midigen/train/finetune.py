@@ -21,7 +21,8 @@ reference (the "usable" bound) gains the new style. After training, the new styl
 nucleus mass is chosen from `finetune.top_p_candidates` on generated clips (`producer.calibrate`:
 heard as the style most often by the refitted classifier, no less usable), then its style strength
 from `finetune.style_strengths`, and both are stored with the model beside the base's settings
-(`Bundle.top_p`, `Bundle.style_strength`). The card names the base model's version
+(`Bundle.top_p`, `Bundle.style_strength`), with the base's styles as the blend every style leans
+away from (`lean_from`: a base style leans as it did in the base model). The card names the base model's version
 and run, the new files and the figures. A user's mistake (no base model, a style the base
 knows, a style folder missing, sizes or tokenizer overridden, a registry name holding models
 of another tokenizer) is one MidigenError before any MLflow run exists.
@@ -321,12 +322,17 @@ def finetune_job(cfg: DictConfig, run_dir: Path) -> Job:
         strengths = [float(s) for s in cfg.finetune.get("style_strengths") or []]
         files = int(cfg.finetune.get("calibration_files", 64))
         chosen = {}
+        # Every style leans away from the base's blend (`SamplingOptions.lean_from`), not one that now
+        # holds the new style: a base style leans as it did in the base model.
+        lean = {"lean_from": lean_from(base)} if base.styles else {}
         if candidates and files and classifier_path.exists():
             with step(f"choosing the nucleus mass (--top-p) and style strength {style} is sampled with"):
                 # the run folder holds what a bundle reads: the refitted classifier and the reference
-                chosen = calibrate(Bundle(module.net, base.params, {}, run_dir), [style], candidates, files,
-                                   run_dir / "calibration", strengths=strengths)
+                chosen = calibrate(Bundle(module.net, base.params, {"sampling": lean}, run_dir), [style], candidates,
+                                   files, run_dir / "calibration", strengths=strengths)
         sampling = settings(chosen, base.meta.get("sampling"), files) if chosen or base.meta.get("sampling") else None
+        if sampling is not None and lean:
+            sampling.update(lean)
         figures = {"finetune/new_nll_per_note": new_after["per_note"],
                    "finetune/new_nll_per_note_base": before["new_blend"]["per_note"],
                    "finetune/base_nll_per_note_before": before["base"]["all"],
@@ -398,6 +404,12 @@ def _update_index(base: Bundle, corpus, root: str, style: str, out: Path) -> Non
     if index.reference is None:
         index.calibrate([Path(root) / f["rel"] for f in corpus.split("val")])
     index.save(out)
+
+
+def lean_from(base: Bundle) -> list[str]:
+    """The styles whose even blend a fine-tuned model's styles lean away from: the base's own
+    (its `lean_from` where it was itself fine-tuned, else all its styles)."""
+    return list(((base.meta or {}).get("sampling") or {}).get("lean_from") or base.styles)
 
 
 def _update_reference(base: Bundle, corpus, root: str, style: str, out: Path) -> None:  # noqa: ANN001
