@@ -53,8 +53,8 @@ def test_a_style_strength_is_chosen_as_a_mass_is_against_zero():
     assert choose({0.0: row(0.5), 1.0: row(0.55)}, keep=DEFAULT_STYLE_STRENGTH) == 0.0  # within the noise
 
 
-def _beat(good: float, usable: float, on_beat: float) -> dict:
-    return {"good": good, "fidelity": good, "usable": usable, "files": 128, "on_beat": on_beat}
+def _beat(good: float, usable: float, on_beat: float, sd: float = 0.12) -> dict:
+    return {"good": good, "fidelity": good, "usable": usable, "files": 128, "on_beat": on_beat, "on_beat_sd": sd}
 
 
 def test_among_strengths_as_good_the_one_in_the_styles_time_is_taken():
@@ -68,12 +68,20 @@ def test_among_strengths_as_good_the_one_in_the_styles_time_is_taken():
     irish = {0.0: _beat(0.71, 1.0, 0.69), 0.5: _beat(0.77, 1.0, 0.59), 1.0: _beat(0.62, 0.90, 0.47)}
     assert choose(irish, keep=DEFAULT_STYLE_STRENGTH) == 0.0  # 0.5 within the noise of 0 on good files alone
     assert choose_in_time(irish, {"on_beat": 0.555, "usable": 0.83}) == 0.5  # 0 is 24% more on the beat than real
-    # in time at 0 already: 0 stays though 0.5 has a few more good files within the noise
-    assert choose_in_time({0.0: _beat(0.71, 1.0, 0.56), 0.5: _beat(0.77, 1.0, 0.52)}, {"on_beat": 0.555}) == 0.0
-    # none in time: the closest of those as good, never a much worse one
-    far = {0.0: _beat(0.85, 1.0, 0.91), 0.5: _beat(0.93, 1.0, 0.94), 1.0: _beat(0.95, 1.0, 0.93),
-           2.0: _beat(0.40, 1.0, 0.80)}
-    assert choose_in_time(far, {"on_beat": 0.70, "usable": 0.95}) == 1.0
+    # northumbrian: 1 is right in time, 1.5 has a few more good files within a standard error
+    northumbrian = {0.0: _beat(0.55, 1.0, 0.62), 0.5: _beat(0.77, 1.0, 0.56), 1.0: _beat(0.77, 0.98, 0.52),
+                    1.5: _beat(0.82, 0.95, 0.49), 2.0: _beat(0.78, 0.88, 0.45)}
+    assert choose_in_time(northumbrian, {"on_beat": 0.523, "usable": 0.95}) == 1.0
+    # fife: 1 is in time but has clearly fewer good files (0.32 against 0.41): the rhythm does not buy them
+    fife = {0.0: _beat(0.15, 1.0, 0.64), 0.5: _beat(0.24, 0.99, 0.56), 1.0: _beat(0.32, 0.99, 0.49),
+            1.5: _beat(0.41, 0.97, 0.42), 2.0: _beat(0.41, 0.98, 0.37)}
+    assert choose_in_time(fife, {"on_beat": 0.493, "usable": 0.89}) == 1.5
+    # as close as the noise can tell (renaissance: 0.996 and 0.992 against 0.993): the most good files
+    renaissance = {0.0: _beat(0.70, 0.95, 0.99, 0.03), 0.5: _beat(0.92, 0.97, 0.996, 0.03),
+                   1.0: _beat(0.91, 0.95, 0.992, 0.03)}
+    assert choose_in_time(renaissance, {"on_beat": 0.993, "usable": 0.95}) == 0.5
+    assert choose_in_time({k: {**v, "on_beat_sd": None} for k, v in renaissance.items()},
+                          {"on_beat": 0.993}) == 1.0  # rows without their spread: the closest, strictly
     # without a reference or on-beat shares: the rule on good files alone
     assert choose_in_time(fiddle, None) == choose(fiddle, keep=DEFAULT_STYLE_STRENGTH)
     assert choose_in_time({0.0: _row(0.3, 128), 1.0: _row(0.6, 128)}, real) == 1.0

@@ -20,10 +20,9 @@ uses it, a blend the average by weight), with a table in its card. A fine-tune r
 
 The style strength (`sampling.SamplingOptions.style_strength`) is chosen second, at the chosen
 mass, from its candidates STRENGTHS, by good files and then by rhythm (`choose_in_time`): among
-the candidates as usable as the default or as the style's real excerpts, and with as many good
-files as the best within the noise, the one whose clips' mean on-beat share is within IN_TIME
-of the real style's (the reference that travels with the model), DEFAULT_STYLE_STRENGTH (0, as
-trained) first. A model drawn freely drifts towards what all its styles share (a reel comes
+the candidates as usable as the default (0, as trained) or as the style's real excerpts, and
+with as many good files as the best within a standard error, the one whose clips' mean on-beat
+share is closest to the real style's (the reference that travels with the model). A model drawn freely drifts towards what all its styles share (a reel comes
 out as plain eighths and quarters, on the beat far more often than a real reel); leaning into
 the style pushes back, until the clip overshoots into a caricature, busier than the style,
 which the rhythm rule and the usable verdict catch. Stored as `sampling.style_strength`.
@@ -40,13 +39,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from midigen.errors import MidigenError
 from midigen.producer.request import DEFAULT_STYLE_STRENGTH, DEFAULT_TOP_P, is_nucleus_mass, is_style_strength
 
 CANDIDATES = (0.9, 0.95, 1.0)
 STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
-# "In time": a mean on-beat share within this fraction of the real style's (the timing issue's bound).
-IN_TIME = 0.10
 CALIBRATION_FILES = 64
 CALIBRATION_BARS = 8
 # The clips' seed: apart from the seeds the studies judge a model's files with (0 and up, 1000 and
@@ -85,7 +84,8 @@ def measure(bundle, classifier, style: str, candidates, files: int, out: Path, s
         n = max(1, len(clips))
         rows[value] = {"fidelity": sum(heard.values()) / n, "usable": sum(usable.values()) / n,
                        "good": sum(usable[name] and heard.get(name, False) for name in usable) / n, "files": len(clips),
-                       "on_beat": sum(beats) / len(beats) if beats else None}
+                       "on_beat": float(np.mean(beats)) if beats else None,
+                       "on_beat_sd": float(np.std(beats, ddof=1)) if len(beats) > 1 else None}
     return rows
 
 
@@ -122,13 +122,14 @@ def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_ST
     1. Eligible: candidates no less usable than the default beyond twice the standard error, or
        no less usable than the style's real excerpts are (real reels leave the grid more often
        than a model drawn as trained does; a producer can use such a file as well as a real one).
-    2. Contenders: eligible candidates whose share of good files is within twice the standard
-       error of the best eligible one's.
-    3. In time: contenders whose mean on-beat share is within IN_TIME of the real style's. The
-       default if it is one, else the one with the most good files; if none is in time, the
-       contender closest to the real on-beat share. The lean's pull on the rhythm is steady (a
-       step of 0.5 moves a reel's on-beat share by 0.03-0.05, more than its standard error over
-       128 clips, about 0.01), so among clips heard as the style equally often, the rhythm decides.
+    2. Contenders: eligible candidates whose share of good files is within one standard error of
+       the best eligible one's: the rhythm decides only between strengths heard as the style
+       about equally often, never for one with clearly fewer good files.
+    3. The contender whose clips' mean on-beat share is closest to the real style's; those
+       within twice the standard error of that one's distance tie, and of them the one with the
+       most good files (then the nearest the default) is taken. The lean's pull on the rhythm
+       is steady (a step of 0.5 moves a reel's on-beat share by 0.03-0.05; its standard error
+       over 128 clips is about 0.01).
     """
     if (not real or real.get("on_beat") is None or keep not in rows
             or any(row.get("on_beat") is None for row in rows.values())):
@@ -142,18 +143,20 @@ def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_ST
 
     eligible = [s for s, row in rows.items() if row["usable"] >= floor(row)]
     top = max(eligible, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
-    contenders = [s for s in eligible
-                  if rows[top]["good"] - rows[s]["good"] <= 2 * _se(rows[s], rows[top], "good")]
+    contenders = [s for s in eligible if rows[top]["good"] - rows[s]["good"] <= _se(rows[s], rows[top], "good")]
 
     def gap(s: float) -> float:
-        return abs(rows[s]["on_beat"] - target) / max(target, 1e-9)
+        return abs(rows[s]["on_beat"] - target)
 
-    in_time = [s for s in contenders if gap(s) <= IN_TIME]
-    if keep in in_time:
-        return keep
-    if in_time:
-        return max(in_time, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
-    return min(contenders, key=lambda s: (round(gap(s), 9), -rows[s]["good"], abs(s - keep)))
+    closest = min(contenders, key=lambda s: (round(gap(s), 9), abs(s - keep)))
+    tied = [s for s in contenders if gap(s) - gap(closest) <= 2 * _beat_se(rows[s], rows[closest])]
+    return max(tied, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
+
+
+def _beat_se(a: dict, b: dict) -> float:
+    """The standard error of the difference of two rows' mean on-beat shares (0 for rows measured
+    before their spread was kept)."""
+    return math.sqrt(sum((row.get("on_beat_sd") or 0.0) ** 2 / max(1, row.get("files", 1)) for row in (a, b)))
 
 
 def real_style(reference: dict | None, style: str) -> dict | None:
@@ -281,10 +284,9 @@ def card_section(result: dict, files: int) -> str:
         lines += ["", "A request without `--style-strength` leans into each style by its strength below (a blend: the "
                       f"average by weight; a style not listed: {DEFAULT_STYLE_STRENGTH:g}, as trained), chosen at the "
                       "style's mass on the same clips: among the strengths as usable as 0 (within twice the standard "
-                      "error) or as the style's real excerpts, and with as many good files as the best within twice "
-                      "the standard error, the one whose mean share of onsets on a beat (in brackets) is within "
-                      f"{IN_TIME:.0%} of the real excerpts' (0 first, then the most good files; if none is, the "
-                      "closest).", "",
+                      "error) or as the style's real excerpts, and with as many good files as the best within a "
+                      "standard error, the one whose mean share of onsets on a beat (in brackets) is closest to the "
+                      "real excerpts' (within twice the standard error: the most good files).", "",
                   "| style | strength | real: on-beat / usable | "
                   + " | ".join(f"good / heard / usable (on-beat) at {s:g}" for s in values) + " |",
                   "|---|---|---|" + "---|" * len(values)]
