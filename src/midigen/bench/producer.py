@@ -100,8 +100,8 @@ def bench_form(sizes: Sizes) -> list[Row]:
 
 def bench_style_strength(sizes: Sizes) -> list[Row]:
     """Eight 8-bar fiddle clips from the shipped model leaning into the style (`--style-strength
-    1.5`, fiddle's calibrated setting: a second LSTM state, the even blend, stepped beside the
-    clip's) against the same request drawn as trained (strength 0). A cost row, per sampling step
+    1.5`, fixed so the row compares across releases whatever the calibration chooses; a second
+    LSTM state, the even blend, stepped beside the clip's) against the same request drawn as trained (strength 0). A cost row, per sampling step
     (a batch takes as many steps as its longest file has events; leaning clips are denser, so they
     take more steps too, which the notes give): the goal is at most 2.5x the plain step's time (the
     second state doubles the matmuls; the controls and the draw are not doubled)."""
