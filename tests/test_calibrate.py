@@ -87,6 +87,20 @@ def test_among_strengths_as_good_the_one_in_the_styles_time_is_taken():
     assert choose_in_time({0.0: _row(0.3, 128), 1.0: _row(0.6, 128)}, real) == 1.0
 
 
+def test_a_mass_and_a_strength_are_chosen_together_where_asked():
+    # medieval on the shipped model: at 0.95 only strength 0 is usable enough, at 0.9 strength 0.5 is
+    grid = {(0.95, 0.0): _beat(0.68, 0.99, 0.69), (0.95, 0.5): _beat(0.88, 0.92, 0.65),
+            (0.9, 0.0): _beat(0.67, 0.96, 0.69), (0.9, 0.5): _beat(0.92, 0.95, 0.70),
+            (1.0, 0.0): _beat(0.69, 0.91, 0.70), (1.0, 0.5): _beat(0.79, 0.91, 0.65)}
+    real = {"on_beat": 0.692, "usable": 0.944}
+    assert choose_in_time(grid, real, keep=(DEFAULT_TOP_P, DEFAULT_STYLE_STRENGTH)) == (0.9, 0.5)
+    at_095 = {s: row for (p, s), row in grid.items() if p == 0.95}
+    assert choose_in_time(at_095, real) == 0.0  # one step at a time misses it
+    # as good and as close in time: the pair nearest the default wins, the strength's distance first
+    even = {(0.95, 0.0): _beat(0.7, 1.0, 0.6), (0.9, 0.0): _beat(0.7, 1.0, 0.6), (0.95, 0.5): _beat(0.7, 1.0, 0.6)}
+    assert choose_in_time(even, {"on_beat": 0.6}, keep=(0.95, 0.0)) == (0.95, 0.0)
+
+
 def test_the_real_style_comes_from_the_models_reference():
     reference = {"styles": {"jig": {"metrics": {"on_beat": {"mean": 0.4, "p5": 0.2}}, "usable": 0.9},
                             "old": {"metrics": {"on_beat": {"mean": 0.6, "p5": 0.3}}}}}
@@ -150,8 +164,8 @@ def test_calibrate_stores_each_styles_top_p_and_generate_uses_it(model_copy, tmp
         assert f"{style}: --top-p {chosen[style]:g}" in out
         req = GenerateRequest(num=1, bars=1, seed=0, style={style: 1.0})
         assert sampling_options(bundle, req)[0].top_p == pytest.approx(chosen[style])
-    # two masses, then strengths 0.5, 1 and 1.5 at the chosen one (0 is the mass's own clips)
-    assert len(list((tmp_path / "clips").rglob("*.mid"))) == 4 * (2 + 3) * len(bundle.styles)
+    # two masses, then strengths 0.5, 1, 1.5 and 2 at the chosen one (0 is the mass's own clips)
+    assert len(list((tmp_path / "clips").rglob("*.mid"))) == 4 * (2 + 4) * len(bundle.styles)
     assert set(bundle.meta["sampling"]["style_strength"]) == set(bundle.styles)
     assert (model_copy / "model.safetensors").read_bytes() == weights  # the weights are not touched
     assert "## Sampling per style" in (model_copy / "MODEL_CARD.md").read_text()
@@ -186,6 +200,24 @@ def test_calibrate_keeps_the_masses_and_chooses_strengths_that_generate_uses(mod
     assert "leans into each style" in (model_copy / "MODEL_CARD.md").read_text()
 
 
+def test_calibrate_jointly_stores_the_pair_and_its_grid(model_copy, capsys):
+    from midigen.producer.bundle import load_bundle
+
+    assert main(["models", "calibrate", str(model_copy), "--files", "2", "--candidates", "0.9,1",
+                 "--strengths", "0,1", "--joint"]) == 0
+    out = capsys.readouterr().out
+    sampling = load_bundle(model_copy).meta["sampling"]
+    for style in load_bundle(model_copy).styles:
+        grid = sampling["measured"][style]["grid"]
+        assert set(grid) == {"0.9", "1"} and all(set(rows) == {"0", "1"} for rows in grid.values())
+        pair = (sampling["top_p"][style], sampling["style_strength"][style])
+        assert f"{pair[1]:g}" in grid[f"{pair[0]:g}"]
+        assert f"{style}: chosen jointly: --top-p {pair[0]:g} --style-strength {pair[1]:g}" in out
+        # the strengths' table is the one at the chosen mass
+        assert sampling["measured"][style]["strengths"] == grid[f"{pair[0]:g}"]
+    assert "Chosen jointly" in (model_copy / "MODEL_CARD.md").read_text()
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--style", "nope"], "unknown style nope"),
     (["--candidates", "0.9,2"], "--candidates 0.9,2"),
@@ -193,8 +225,9 @@ def test_calibrate_keeps_the_masses_and_chooses_strengths_that_generate_uses(mod
     (["--files", "0"], "--files 0"),
     (["--strengths", "0,9"], "--strengths 0,9"), (["--strengths", "x"], "--strengths x"),
     (["--keep-top-p", "--strengths", "off"], "nothing to calibrate"),
+    (["--keep-top-p", "--joint"], "--joint tries every strength at every mass"),
 ], ids=["unknown style", "mass above 1", "not a number", "no files", "strength above 8", "strength not a number",
-        "nothing to do"])
+        "nothing to do", "joint without masses"])
 def test_bad_calibrate_requests_are_one_line_and_change_nothing(model_copy, capsys, args, needle):
     before = (model_copy / "config.json").read_text()
     status = main(["models", "calibrate", str(model_copy), *args])

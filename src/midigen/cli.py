@@ -198,9 +198,12 @@ def _cmd_models_calibrate(args: argparse.Namespace) -> int:
         print(f"{style}: --top-p {row['top_p']:g}  ({cells(row['candidates'], style)})", flush=True)
         if "style_strength" in row:
             print(f"{style}: --style-strength {row['style_strength']:g}  ({cells(row['strengths'], style)})", flush=True)
+        if row.get("grid"):
+            print(f"{style}: chosen jointly: --top-p {row['top_p']:g} --style-strength {row['style_strength']:g}  ("
+                  + "; ".join(f"at {p:g}: {cells(srows, style)}" for p, srows in row["grid"].items()) + ")", flush=True)
 
     result = calibrate(bundle, styles, candidates, args.files, Path(args.work) if args.work else None,
-                       CALIBRATION_SEED if args.seed is None else args.seed, progress, strengths)
+                       CALIBRATION_SEED if args.seed is None else args.seed, progress, strengths, args.joint)
     if args.dry_run:
         print("midigen: --dry-run: the model folder is unchanged", file=sys.stderr)
         return 0
@@ -335,8 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("folder", help="a model folder (models/pretrained, a run's bundle, one `models pull` wrote)")
     cal.add_argument("--style", help="the styles to calibrate, comma-separated (default: all the model knows)")
     cal.add_argument("--candidates", default="0.9,0.95,1", help="the nucleus masses to try (default 0.9,0.95,1)")
-    cal.add_argument("--strengths", default="0,0.5,1,1.5",
-                     help="the style strengths to try at the chosen mass, or off (default 0,0.5,1,1.5)")
+    cal.add_argument("--strengths", default="0,0.5,1,1.5,2",
+                     help="the style strengths to try at the chosen mass, or off (default 0,0.5,1,1.5,2)")
+    cal.add_argument("--joint", action="store_true",
+                     help="try every strength at every mass and choose the pair (as many clips again per mass)")
     cal.add_argument("--keep-top-p", action="store_true",
                      help="keep the model's masses (and their measurements); choose the strengths alone")
     cal.add_argument("--files", type=int, default=64, help="8-bar clips per style and candidate, up to 128 (default 64)")

@@ -103,7 +103,7 @@ def choose(rows: dict, keep: float = DEFAULT_TOP_P) -> float:
     default = rows[keep]
     eligible = [p for p, row in rows.items()
                 if row["usable"] >= default["usable"] - 2 * _se(row, default, "usable")]
-    best = max(eligible, key=lambda p: (round(rows[p]["good"], 9), -abs(p - keep)))
+    best = max(eligible, key=lambda p: (round(rows[p]["good"], 9), *_nearness(p, keep)))
     if best != keep and rows[best]["good"] - default["good"] > 2 * _se(rows[best], default, "good"):
         return best
     steadier = [p for p, row in rows.items() if p != keep and row["good"] >= default["good"]
@@ -142,15 +142,23 @@ def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_ST
         return noise if real_usable is None else min(noise, real_usable)
 
     eligible = [s for s, row in rows.items() if row["usable"] >= floor(row)]
-    top = max(eligible, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
+    top = max(eligible, key=lambda s: (round(rows[s]["good"], 9), *_nearness(s, keep)))
     contenders = [s for s in eligible if rows[top]["good"] - rows[s]["good"] <= _se(rows[s], rows[top], "good")]
 
     def gap(s: float) -> float:
         return abs(rows[s]["on_beat"] - target)
 
-    closest = min(contenders, key=lambda s: (round(gap(s), 9), abs(s - keep)))
+    closest = min(contenders, key=lambda s: (round(gap(s), 9), *(-x for x in _nearness(s, keep))))
     tied = [s for s in contenders if gap(s) - gap(closest) <= 2 * _beat_se(rows[s], rows[closest])]
-    return max(tied, key=lambda s: (round(rows[s]["good"], 9), -abs(s - keep)))
+    return max(tied, key=lambda s: (round(rows[s]["good"], 9), *_nearness(s, keep)))
+
+
+def _nearness(value, keep) -> tuple:  # noqa: ANN001 - a float, or a (mass, strength) pair
+    """How near a candidate is to the default, larger for nearer: a tie goes to the default's side.
+    A (mass, strength) pair (`calibrate(joint=True)`): the strength's distance first."""
+    if isinstance(value, tuple):
+        return -abs(value[1] - keep[1]), -abs(value[0] - keep[0])
+    return (-abs(value - keep),)
 
 
 def _beat_se(a: dict, b: dict) -> float:
@@ -183,14 +191,16 @@ def _se(a: dict, b: dict, key: str) -> float:
 
 def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, files: int = CALIBRATION_FILES,  # noqa: ANN001, C901
               out: Path | None = None, seed: int = CALIBRATION_SEED, progress=None,  # noqa: ANN001
-              strengths=STRENGTHS) -> dict:
+              strengths=STRENGTHS, joint: bool = False) -> dict:
     """{style: {"top_p": chosen, "candidates": measure's rows, "style_strength": chosen,
-    "strengths": measure's rows}} for `styles` (default: all the model's).
+    "strengths": measure's rows, "real": `real_style`}} for `styles` (default: all the model's).
 
     The mass first, at strength 0, then the strength at the chosen mass (the strength-0 row is
     the mass's own). `candidates` None keeps the model's mass per style and its stored rows
     (`midigen models calibrate --keep-top-p`: strengths alone); `strengths` empty leaves the
-    strength out (not stored)."""
+    strength out (not stored). `joint` (`--joint`): every strength at every mass, and the pair
+    chosen by `choose_in_time` against (DEFAULT_TOP_P, 0), with "grid": {mass: rows} (the one
+    step at a time misses a pair whose mass only pays at a strength: medieval at 0.9 and 0.5)."""
     classifier = bundle.style_classifier
     if classifier is None:
         raise MidigenError(f"{bundle.path}: the model carries no style classifier, so its styles cannot be "
@@ -213,6 +223,9 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
                            "e.g. 0,0.5,1,1.5")
     if candidates is None and not strengths:
         raise MidigenError("nothing to calibrate: keeping the masses needs strengths to try")
+    if joint and (candidates is None or not strengths):
+        raise MidigenError("--joint tries every strength at every mass: it needs both (drop --keep-top-p, "
+                           "give --strengths)")
     if not 1 <= files <= 128:
         raise MidigenError(f"--files {files}: from 1 to 128")
     stored = measured((bundle.meta or {}).get("sampling") or {})
@@ -228,7 +241,9 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
                 top_p = bundle.top_p([1.0 if s == style else 0.0 for s in bundle.styles])
                 rows = stored.get(style, {}).get("candidates", {})
             result[style] = {"top_p": top_p, "candidates": rows}
-            if strengths:
+            if joint:
+                result[style].update(_joint(bundle, classifier, style, rows, strengths, files, where, seed))
+            elif strengths:
                 # The mass's own row is strength 0 where it was measured on as many clips of this seed.
                 own = rows.get(top_p) if candidates is not None or stored.get(style, {}).get("files") == files else None
                 known = {DEFAULT_STYLE_STRENGTH: own} if own and DEFAULT_STYLE_STRENGTH in strengths else {}
@@ -241,6 +256,23 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
             if progress is not None:
                 progress(style, result[style])
     return result
+
+
+def _joint(bundle, classifier, style: str, rows: dict, strengths: list[float], files: int, where: Path,  # noqa: ANN001
+           seed: int) -> dict:
+    """`calibrate(joint=True)` for one style: each strength measured at each mass of `rows` (its
+    strength-0 row the mass's own), the (mass, strength) pair chosen by `choose_in_time`."""
+    grid = {}
+    for mass, row in rows.items():
+        todo = [s for s in strengths if s != DEFAULT_STYLE_STRENGTH]
+        known = {DEFAULT_STYLE_STRENGTH: row} if DEFAULT_STYLE_STRENGTH in strengths else {}
+        grid[mass] = dict(sorted({**known, **measure(bundle, classifier, style, todo, files, where, seed,
+                                                     knob="style_strength", fixed={"top_p": mass})}.items()))
+    real = real_style(bundle.reference, style)
+    cells = {(mass, strength): row for mass, srows in grid.items() for strength, row in srows.items()}
+    mass, strength = choose_in_time(cells, real, keep=(DEFAULT_TOP_P, DEFAULT_STYLE_STRENGTH))
+    return {"top_p": mass, "style_strength": strength, "strengths": grid[mass], "grid": grid,
+            **({"real": real} if real else {})}
 
 
 def parse_candidates(text: str, words: str = "nucleus masses in (0, 1]", example: str = "0.9,0.95,1",
@@ -296,6 +328,19 @@ def card_section(result: dict, files: int) -> str:
             shown = (f"{real['on_beat']:.2f} / " + ("-" if real.get("usable") is None else f"{real['usable']:.2f}")
                      if real else "-")
             lines.append(f"| {style} | {row['style_strength']:g} | {shown} | " + " | ".join(cells) + " |")
+    joint = {style: row for style, row in leaned.items() if row.get("grid")}
+    if joint:
+        lines += ["", "Chosen jointly (`midigen models calibrate --joint`): every strength at every mass, the pair by "
+                      "the same rule against the mass 0.95 at strength 0. Good / usable (on-beat) at each mass and "
+                      "strength:", "",
+                  "| style | top-p, strength | " + " | ".join(f"at {p:g}" for p in _candidates(result)) + " |",
+                  "|---|---|" + "---|" * len(_candidates(result))]
+        for style, row in joint.items():
+            cells = ["; ".join(f"{k:g}: {v['good']:.2f} / {v['usable']:.2f}"
+                               + (f" ({v['on_beat']:.2f})" if v.get("on_beat") is not None else "")
+                               for k, v in row["grid"][p].items()) if p in row["grid"] else "-"
+                     for p in _candidates(result)]
+            lines.append(f"| {style} | {row['top_p']:g}, {row['style_strength']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -320,7 +365,9 @@ def settings(result: dict, earlier: dict | None = None, files: int = CALIBRATION
                            **{s: {"files": files, "candidates": {f"{p:g}": v for p, v in row["candidates"].items()},
                                   **({"strengths": {f"{k:g}": v for k, v in row["strengths"].items()}}
                                      if row.get("strengths") else {}),
-                                  **({"real": row["real"]} if row.get("real") else {})}
+                                  **({"real": row["real"]} if row.get("real") else {}),
+                                  **({"grid": {f"{p:g}": {f"{k:g}": v for k, v in srows.items()}
+                                               for p, srows in row["grid"].items()}} if row.get("grid") else {})}
                               for s, row in result.items()}}}
     if leaned or earlier.get("style_strength"):
         merged["style_strength"] = {**(earlier.get("style_strength") or {}), **leaned}
@@ -338,7 +385,9 @@ def measured(sampling: dict) -> dict:
         if m.get("strengths") and s in (sampling.get("style_strength") or {}):
             result[s].update(style_strength=float(sampling["style_strength"][s]),
                              strengths={float(k): v for k, v in m["strengths"].items()},
-                             **({"real": m["real"]} if m.get("real") else {}))
+                             **({"real": m["real"]} if m.get("real") else {}),
+                             **({"grid": {float(p): {float(k): v for k, v in srows.items()}
+                                          for p, srows in m["grid"].items()}} if m.get("grid") else {}))
     return result
 
 
