@@ -127,7 +127,8 @@ def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_ST
        about equally often, never for one with clearly fewer good files.
     3. The contender whose clips' mean on-beat share is closest to the real style's; those
        within twice the standard error of that one's distance tie, and of them the one with the
-       most good files (then the nearest the default) is taken. The lean's pull on the rhythm
+       most good files, or the nearest the default among those within a standard error of it, is
+       taken (a setting moved for the draw's noise is moved for nothing). The lean's pull on the rhythm
        is steady (a step of 0.5 moves a reel's on-beat share by 0.03-0.05; its standard error
        over 128 clips is about 0.01).
     """
@@ -150,7 +151,10 @@ def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_ST
 
     closest = min(contenders, key=lambda s: (round(gap(s), 9), *(-x for x in _nearness(s, keep))))
     tied = [s for s in contenders if gap(s) - gap(closest) <= 2 * _beat_se(rows[s], rows[closest])]
-    return max(tied, key=lambda s: (round(rows[s]["good"], 9), *_nearness(s, keep)))
+    best = max(tied, key=lambda s: (round(rows[s]["good"], 9), *_nearness(s, keep)))
+    # as many good files within a standard error: the nearest the default (a move for the draw's noise is none)
+    near = [s for s in tied if rows[best]["good"] - rows[s]["good"] <= _se(rows[s], rows[best], "good")]
+    return max(near, key=lambda s: _nearness(s, keep))
 
 
 def _nearness(value, keep) -> tuple:  # noqa: ANN001 - a float, or a (mass, strength) pair
@@ -318,7 +322,8 @@ def card_section(result: dict, files: int) -> str:
                       "style's mass on the same clips: among the strengths as usable as 0 (within twice the standard "
                       "error) or as the style's real excerpts, and with as many good files as the best within a "
                       "standard error, the one whose mean share of onsets on a beat (in brackets) is closest to the "
-                      "real excerpts' (within twice the standard error: the most good files).", "",
+                      "real excerpts' (within twice the standard error: the most good files, or the one nearest 0 "
+                      "within a standard error of them).", "",
                   "| style | strength | real: on-beat / usable | "
                   + " | ".join(f"good / heard / usable (on-beat) at {s:g}" for s in values) + " |",
                   "|---|---|---|" + "---|" * len(values)]
