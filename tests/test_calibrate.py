@@ -216,6 +216,21 @@ def test_calibrate_jointly_stores_the_pair_and_its_grid(model_copy, capsys):
         # the strengths' table is the one at the chosen mass
         assert sampling["measured"][style]["strengths"] == grid[f"{pair[0]:g}"]
     assert "Chosen jointly" in (model_copy / "MODEL_CARD.md").read_text()
+    # drawn as trained (an explicit 0, an interpolation): the mass chosen at strength 0, not the pair's
+    from midigen.producer.clip import sampling_options
+    from midigen.producer.request import GenerateRequest
+
+    bundle = load_bundle(model_copy)
+    first, second = bundle.styles[:2]
+    as_trained = dict(sampling["top_p_as_trained"])
+    assert set(as_trained) == set(bundle.styles) and set(as_trained.values()) <= {0.9, 1.0}
+    bundle.meta["sampling"]["top_p"] = {s: 0.9 for s in bundle.styles}  # the pairs' masses, set apart from it
+    bundle.meta["sampling"]["top_p_as_trained"] = {first: 1.0, second: 1.0}
+    plain = GenerateRequest(num=1, bars=1, seed=0, style={first: 1.0}, style_strength=0)
+    assert sampling_options(bundle, plain)[0].top_p == pytest.approx(1.0)
+    assert sampling_options(bundle, plain.but(style_strength=1.0))[0].top_p == pytest.approx(0.9)
+    towards = plain.but(style_strength=None, towards={"style": {second: 1.0}, "weight": 0.5})
+    assert sampling_options(bundle, towards)[0].top_p == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -44,12 +44,19 @@ class Bundle:
     def styles(self) -> list[str]:
         return list(self.model.config.styles)
 
-    def top_p(self, style=None) -> float:  # noqa: ANN001 - (S,) style weights, or None (the even blend)
+    def top_p(self, style=None, as_trained: bool = False) -> float:  # noqa: ANN001 - (S,) weights, or None
         """The nucleus mass for a request that sets none: the model's per-style settings
         (meta["sampling"]["top_p"], measured by `midigen models calibrate` or a fine-tune; DEFAULT_TOP_P
-        for every other style), averaged by the request's style weights."""
+        for every other style), averaged by the request's style weights. `as_trained`: for a clip
+        drawn at strength 0 (`--style-strength 0`, an interpolation), the masses chosen for that
+        (meta["sampling"]["top_p_as_trained"], where `calibrate --joint` chose each mass with a
+        strength; elsewhere the same)."""
         from midigen.producer.request import DEFAULT_TOP_P
 
+        sampling = (self.meta or {}).get("sampling") or {}
+        if as_trained and sampling.get("top_p_as_trained"):
+            chosen = {**(sampling.get("top_p") or {}), **sampling["top_p_as_trained"]}
+            return self._per_style("top_p", DEFAULT_TOP_P, style, chosen)
         return self._per_style("top_p", DEFAULT_TOP_P, style)
 
     def style_strength(self, style=None) -> float:  # noqa: ANN001 - (S,) style weights, or None (the even blend)
@@ -69,8 +76,9 @@ class Bundle:
             return None
         return torch.tensor([1.0 if s in names else 0.0 for s in self.styles], dtype=torch.float32)
 
-    def _per_style(self, key: str, default: float, style) -> float:  # noqa: ANN001
-        chosen = ((self.meta or {}).get("sampling") or {}).get(key) or {}
+    def _per_style(self, key: str, default: float, style, chosen: dict | None = None) -> float:  # noqa: ANN001
+        if chosen is None:
+            chosen = ((self.meta or {}).get("sampling") or {}).get(key) or {}
         styles = self.styles
         if not chosen or not styles:
             return default
@@ -157,7 +165,7 @@ def _check_sampling(folder: Path, meta: dict, styles: list[str]) -> None:
         return
     if not isinstance(sampling, dict) or not isinstance(sampling.get("top_p"), dict):
         raise MidigenError(f"{folder / CONFIG}: sampling.top_p must map styles to nucleus masses")
-    checks = {"top_p": (is_nucleus_mass, "a mass in (0, 1]"),
+    checks = {"top_p": (is_nucleus_mass, "a mass in (0, 1]"), "top_p_as_trained": (is_nucleus_mass, "a mass in (0, 1]"),
               "style_strength": (is_style_strength, f"a strength from 0 to {MAX_STYLE_STRENGTH:g}")}
     lean_from = sampling.get("lean_from")
     if lean_from is not None and (not isinstance(lean_from, list) or not lean_from

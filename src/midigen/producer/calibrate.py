@@ -276,7 +276,7 @@ def _joint(bundle, classifier, style: str, rows: dict, strengths: list[float], f
     cells = {(mass, strength): row for mass, srows in grid.items() for strength, row in srows.items()}
     mass, strength = choose_in_time(cells, real, keep=(DEFAULT_TOP_P, DEFAULT_STYLE_STRENGTH))
     return {"top_p": mass, "style_strength": strength, "strengths": grid[mass], "grid": grid,
-            **({"real": real} if real else {})}
+            "top_p_as_trained": choose(rows), **({"real": real} if real else {})}
 
 
 def parse_candidates(text: str, words: str = "nucleus masses in (0, 1]", example: str = "0.9,0.95,1",
@@ -336,8 +336,9 @@ def card_section(result: dict, files: int) -> str:
     joint = {style: row for style, row in leaned.items() if row.get("grid")}
     if joint:
         lines += ["", "Chosen jointly (`midigen models calibrate --joint`): every strength at every mass, the pair by "
-                      "the same rule against the mass 0.95 at strength 0. Good / usable (on-beat) at each mass and "
-                      "strength:", "",
+                      "the same rule against the mass 0.95 at strength 0; a clip drawn as trained (`--style-strength "
+                      "0`, an interpolation) takes the mass chosen at strength 0 (the first table). Good / usable "
+                      "(on-beat) at each mass and strength:", "",
                   "| style | top-p, strength | " + " | ".join(f"at {p:g}" for p in _candidates(result)) + " |",
                   "|---|---|" + "---|" * len(_candidates(result))]
         for style, row in joint.items():
@@ -376,6 +377,12 @@ def settings(result: dict, earlier: dict | None = None, files: int = CALIBRATION
                               for s, row in result.items()}}}
     if leaned or earlier.get("style_strength"):
         merged["style_strength"] = {**(earlier.get("style_strength") or {}), **leaned}
+    as_trained = {s: row["top_p_as_trained"] for s, row in result.items() if "top_p_as_trained" in row}
+    if as_trained or earlier.get("top_p_as_trained"):
+        kept = {s: p for s, p in (earlier.get("top_p_as_trained") or {}).items() if s not in result}
+        merged["top_p_as_trained"] = {**kept, **as_trained}
+    if not merged.get("top_p_as_trained"):
+        merged.pop("top_p_as_trained", None)
     return merged
 
 
@@ -387,6 +394,8 @@ def measured(sampling: dict) -> dict:
             continue
         result[s] = {"top_p": float(sampling["top_p"][s]),
                      "candidates": {float(p): v for p, v in m["candidates"].items()}, "files": m.get("files")}
+        if s in (sampling.get("top_p_as_trained") or {}):
+            result[s]["top_p_as_trained"] = float(sampling["top_p_as_trained"][s])
         if m.get("strengths") and s in (sampling.get("style_strength") or {}):
             result[s].update(style_strength=float(sampling["style_strength"][s]),
                              strengths={float(k): v for k, v in m["strengths"].items()},

@@ -44,11 +44,6 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         if primer is not None and total_steps(primer, params) >= max_steps:
             raise MidigenError(f"--primer {req.primer} is as long as the requested {req.bars} bars or longer: "
                                "ask for more --bars or use a shorter clip")
-    top_p = req.top_p
-    if top_p is None:  # the model's setting for the style; drawn towards another: the two mixed by the weight
-        top_p = bundle.top_p(style)
-        if towards is not None:
-            top_p = (1.0 - towards.weight) * top_p + towards.weight * bundle.top_p(towards.style)
     # The lean's second state reads the clip's own context; drawn towards another context (an
     # interpolation), there is no one context to lean from, so those clips are drawn as trained.
     strength = req.style_strength
@@ -59,6 +54,12 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
     elif strength > 0 and towards is not None:
         raise MidigenError(f"--style-strength {strength:g}: an interpolation is drawn as trained (the lean reads one "
                            "clip's context, an interpolation two); use 0")
+    top_p = req.top_p
+    if top_p is None:  # the model's setting for the style; drawn towards another: the two mixed by the weight
+        as_trained = strength == 0  # drawn as trained: the masses chosen for that, where they differ
+        top_p = bundle.top_p(style, as_trained)
+        if towards is not None:
+            top_p = (1.0 - towards.weight) * top_p + towards.weight * bundle.top_p(towards.style, as_trained)
     opts = SamplingOptions(
         num=req.num, max_events=req.event_budget, max_steps=max_steps, temperature=req.temperature,
         top_k=req.top_k, top_p=top_p,
