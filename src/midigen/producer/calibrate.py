@@ -22,8 +22,9 @@ The style strength (`sampling.SamplingOptions.style_strength`) is chosen second,
 mass, from its candidates STRENGTHS, by good files and then by rhythm (`choose_in_time`): among
 the candidates as usable as the default (0, as trained) or as the style's real excerpts, and
 with as many good files as the best within a standard error, the one whose clips' mean on-beat
-share is closest to the real style's (the reference that travels with the model). A model drawn freely drifts towards what all its styles share (a reel comes
-out as plain eighths and quarters, on the beat far more often than a real reel); leaning into
+share is closest to the real style's (the reference that travels with the model). A model drawn
+freely drifts towards what all its styles share (a reel comes out as plain eighths and quarters,
+on the beat far more often than a real reel); leaning into
 the style pushes back, until the clip overshoots into a caricature, busier than the style,
 which the rhythm rule and the usable verdict catch. Stored as `sampling.style_strength`.
 
@@ -128,9 +129,9 @@ def choose_in_time(rows: dict, real: dict | None, keep: float = DEFAULT_STYLE_ST
     3. The contender whose clips' mean on-beat share is closest to the real style's; those
        within twice the standard error of that one's distance tie, and of them the one with the
        most good files, or the nearest the default among those within a standard error of it, is
-       taken (a setting moved for the draw's noise is moved for nothing). The lean's pull on the rhythm
-       is steady (a step of 0.5 moves a reel's on-beat share by 0.03-0.05; its standard error
-       over 128 clips is about 0.01).
+       taken (a setting moved for the draw's noise is moved for nothing). The lean's pull on the
+       rhythm is steady (a step of 0.5 moves a reel's on-beat share by 0.03-0.05; its standard
+       error over 128 clips is about 0.01).
     """
     if (not real or real.get("on_beat") is None or keep not in rows
             or any(row.get("on_beat") is None for row in rows.values())):
@@ -250,10 +251,7 @@ def calibrate(bundle, styles: list[str] | None = None, candidates=CANDIDATES, fi
             elif strengths:
                 # The mass's own row is strength 0 where it was measured on as many clips of this seed.
                 own = rows.get(top_p) if candidates is not None or stored.get(style, {}).get("files") == files else None
-                known = {DEFAULT_STYLE_STRENGTH: own} if own and DEFAULT_STYLE_STRENGTH in strengths else {}
-                todo = [s for s in strengths if s not in known]
-                srows = dict(sorted({**known, **measure(bundle, classifier, style, todo, files, where, seed,
-                                                        knob="style_strength", fixed={"top_p": top_p})}.items()))
+                srows = _strength_rows(bundle, classifier, style, top_p, own, strengths, files, where, seed)
                 real = real_style(bundle.reference, style)
                 result[style].update(style_strength=choose_in_time(srows, real, keep=DEFAULT_STYLE_STRENGTH),
                                      strengths=srows, **({"real": real} if real else {}))
@@ -266,17 +264,23 @@ def _joint(bundle, classifier, style: str, rows: dict, strengths: list[float], f
            seed: int) -> dict:
     """`calibrate(joint=True)` for one style: each strength measured at each mass of `rows` (its
     strength-0 row the mass's own), the (mass, strength) pair chosen by `choose_in_time`."""
-    grid = {}
-    for mass, row in rows.items():
-        todo = [s for s in strengths if s != DEFAULT_STYLE_STRENGTH]
-        known = {DEFAULT_STYLE_STRENGTH: row} if DEFAULT_STYLE_STRENGTH in strengths else {}
-        grid[mass] = dict(sorted({**known, **measure(bundle, classifier, style, todo, files, where, seed,
-                                                     knob="style_strength", fixed={"top_p": mass})}.items()))
+    grid = {mass: _strength_rows(bundle, classifier, style, mass, row, strengths, files, where, seed)
+            for mass, row in rows.items()}
     real = real_style(bundle.reference, style)
     cells = {(mass, strength): row for mass, srows in grid.items() for strength, row in srows.items()}
     mass, strength = choose_in_time(cells, real, keep=(DEFAULT_TOP_P, DEFAULT_STYLE_STRENGTH))
     return {"top_p": mass, "style_strength": strength, "strengths": grid[mass], "grid": grid,
             "top_p_as_trained": choose(rows), **({"real": real} if real else {})}
+
+
+def _strength_rows(bundle, classifier, style: str, mass: float, own: dict | None, strengths: list[float],  # noqa: ANN001
+                   files: int, where: Path, seed: int) -> dict:
+    """measure's rows of each strength at `mass`, sorted; strength 0 is `own` (the mass's row,
+    drawn at strength 0 on the same seed) where given, measured otherwise."""
+    known = {DEFAULT_STYLE_STRENGTH: own} if own and DEFAULT_STYLE_STRENGTH in strengths else {}
+    todo = [s for s in strengths if s not in known]
+    return dict(sorted({**known, **measure(bundle, classifier, style, todo, files, where, seed,
+                                           knob="style_strength", fixed={"top_p": mass})}.items()))
 
 
 def parse_candidates(text: str, words: str = "nucleus masses in (0, 1]", example: str = "0.9,0.95,1",
@@ -377,12 +381,12 @@ def settings(result: dict, earlier: dict | None = None, files: int = CALIBRATION
                               for s, row in result.items()}}}
     if leaned or earlier.get("style_strength"):
         merged["style_strength"] = {**(earlier.get("style_strength") or {}), **leaned}
-    as_trained = {s: row["top_p_as_trained"] for s, row in result.items() if "top_p_as_trained" in row}
-    if as_trained or earlier.get("top_p_as_trained"):
-        kept = {s: p for s, p in (earlier.get("top_p_as_trained") or {}).items() if s not in result}
-        merged["top_p_as_trained"] = {**kept, **as_trained}
-    if not merged.get("top_p_as_trained"):
-        merged.pop("top_p_as_trained", None)
+    # a style calibrated again one step at a time has one mass for both, so its old entry goes
+    as_trained = {**{s: p for s, p in (earlier.get("top_p_as_trained") or {}).items() if s not in result},
+                  **{s: row["top_p_as_trained"] for s, row in result.items() if "top_p_as_trained" in row}}
+    merged.pop("top_p_as_trained", None)
+    if as_trained:
+        merged["top_p_as_trained"] = as_trained
     return merged
 
 

@@ -22,8 +22,8 @@ nucleus mass is chosen from `finetune.top_p_candidates` on generated clips (`pro
 heard as the style most often by the refitted classifier, no less usable), then its style strength
 from `finetune.style_strengths`, and both are stored with the model beside the base's settings
 (`Bundle.top_p`, `Bundle.style_strength`), with the base's styles as the blend every style leans
-away from (`lean_from`: a base style leans as it did in the base model). The card names the base model's version
-and run, the new files and the figures. A user's mistake (no base model, a style the base
+away from (`lean_from`: a base style leans as it did in the base model). The card names the base
+model's version and run, the new files and the figures. A user's mistake (no base model, a style the base
 knows, a style folder missing, sizes or tokenizer overridden, a registry name holding models
 of another tokenizer) is one MidigenError before any MLflow run exists.
 """
