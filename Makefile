@@ -60,7 +60,7 @@ study: $(STAMP) ## run the seed study and regenerate experiments/seed_study/REPO
 study-styles: $(STAMP) kernels ## style fidelity, blends and interpolation of the shipped model: experiments/style_study/REPORT.md
 	bash experiments/style_study/run.sh $(ARGS)
 
-study-finetune: $(STAMP) kernels ## fine-tune the shipped model on 30 quartet movements vs untouched and from scratch: experiments/finetune_study/REPORT.md (~35 min)
+study-finetune: $(STAMP) kernels ## fine-tune the shipped model on 30 quartet movements vs untouched and from scratch: experiments/finetune_study/REPORT.md (~55 min)
 	bash experiments/finetune_study/run.sh $(ARGS)
 
 ui: $(STAMP) ## open the MLflow UI on 127.0.0.1 over the project's store

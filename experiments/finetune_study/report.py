@@ -60,13 +60,23 @@ def goals(r: dict) -> list[tuple[str, str, bool | None]]:
     ]
 
 
+def _schedule(r: dict) -> str:
+    """Which from-scratch recipe is (b), and what the other(s) scored (studies before the second recipe: none)."""
+    others = r["nll"].get("scratch_schedules") or {}
+    chosen = r["runs"]["scratch"].get("scheduler")
+    if not chosen or len(others) < 2:
+        return ""
+    rest = ", ".join(f"{k} {fmt(v['per_note'])}" for k, v in others.items() if k != chosen)
+    return f", the better of its schedules: scheduler={chosen} ({rest})"
+
+
 def readme_table(r: dict) -> str:
     """The README's table: the three models side by side, then the goals."""
     nll, fid, t, runs = r["nll"], r["fidelity"], r["timing"], r["runs"]
     rows = [["(a) shipped model, untouched", f"{fmt(nll['base']['per_note'])} (even blend); "
              f"{fmt(nll['base_best_style']['per_note'])} as {nll['base_best_style']['as']}",
              "cannot be asked for it", "n/a", "n/a"],
-            ["(b) same size, from scratch on the 30 files", fmt(nll["scratch"]["per_note"]),
+            [f"(b) same size, from scratch on the 30 files{_schedule(r)}", fmt(nll["scratch"]["per_note"]),
              fmt(fid["scratch"]["accuracy"]), f"{fmt(t['scratch']['model']['usable'])}",
              f"{runs['scratch']['seconds'] / 60:.1f} min"],
             ["(c) `midigen finetune` from the shipped model", fmt(nll["finetuned"]["per_note"]),
@@ -120,7 +130,9 @@ def render(r: dict) -> str:
               f"- Fine-tune: {r['runs']['finetune']['seconds'] / 60:.1f} min wall (import, classifier, index, "
               f"training, test, registration), peak memory {r['runs']['finetune']['peak_memory_mb']:.0f} MB; "
               "its logged figures: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["finetune_metrics"].items())),
-              f"- From scratch: {r['runs']['scratch']['seconds'] / 60:.1f} min wall; "
+              *(f"- From scratch, scheduler={k}: {v['seconds'] / 60:.1f} min wall; held-out NLL per note "
+                f"{fmt(v['per_note'])}" for k, v in (r["nll"].get("scratch_schedules") or {}).items()),
+              f"- From scratch, (b): {r['runs']['scratch']['seconds'] / 60:.1f} min wall; "
               + ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["scratch_metrics"].items())),
               f"- The whole study: {r['seconds'] / 60:.1f} min; finished {r['finished']}", ""]
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The fine-tune study (experiments/finetune_study/study.py): writes REPORT.md and results.json here
-# (runs, generated MIDI and their MLflow store under out/, not committed). About 35 minutes on 2 CPU
-# cores: a fine-tune and a from-scratch run of 6 training minutes each, then the measurements
-# (1024 generated files per base style for the shipped model twice and the fine-tuned one).
-# Extra arguments go to study.py (--minutes, --files, --model, --corpus, --export).
+# (runs, generated MIDI and their MLflow store under out/, not committed). About 55 minutes on 2 CPU
+# cores: a fine-tune and two from-scratch runs (constant and time-cosine learning rate) of 6
+# training minutes each, then the measurements (1024 generated files per base style for the
+# shipped model twice and the fine-tuned one).
+# Extra arguments go to study.py (--minutes, --files, --model, --corpus, --export,
+# --scratch-schedules).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MIDIGEN=${MIDIGEN:-.venv/bin/midigen}

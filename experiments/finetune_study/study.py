@@ -1,7 +1,7 @@
 """The fine-tune study: does `midigen finetune` teach the shipped model a producer's folder, in
 minutes on a CPU, without forgetting what it knew?
 
-    bash experiments/finetune_study/run.sh      # about 30 minutes on 2 CPU cores
+    bash experiments/finetune_study/run.sh      # about 55 minutes on 2 CPU cores
 
 The producer's folder is a style the shipped model never saw: music21's `classical` string
 quartet movements (`midigen data build --styles classical`), imported as style `quartet`
@@ -12,7 +12,9 @@ read by any model. Three models, in the same run, with the same training-time li
 (a) the shipped model, untouched (it does not know `quartet`: scored with its even style blend,
     and with the base style that fits the held-out files best);
 (b) a model of the same size trained from scratch on the same files (`midigen train`, the
-    default experiment, `data.root` the folder alone);
+    default experiment, `data.root` the folder alone), once per learning-rate schedule of
+    --scratch-schedules (constant, and the fine-tune's cosine over the time limit); the one with
+    the lower held-out NLL is (b), so the fine-tune meets the better from-scratch recipe;
 (c) `midigen finetune FOLDER --style quartet --from models/pretrained` (the base corpus beside
     it, replayed).
 
@@ -200,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE), help="where results.json and REPORT.md go")
     p.add_argument("--minutes", type=float, default=TRAIN_MINUTES, help="training-time limit of both runs")
     p.add_argument("--files", type=int, default=64, help="generated files of the new style")
+    p.add_argument("--scratch-schedules", default="none,time_cosine",
+                   help="learning-rate schedules (conf/scheduler/) the from-scratch run is trained with, one run "
+                        "each; (b) is the one with the lower held-out NLL, so the fine-tune is compared with "
+                        "the better recipe")
     p.add_argument("--reuse", action="store_true", help="measure the runs of the last study again (out/runs.json) "
                    "instead of training them")
     p.add_argument("--forgetting-files", type=int, default=1024,
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_json = work / "runs.json"
     if args.reuse and runs_json.exists():  # the two runs of an earlier study; only the measurements again
         runs = json.loads(runs_json.read_text())
-        tuned_run, scratch_run = runs["finetune"], runs["scratch"]
+        tuned_run, scratch_runs = runs["finetune"], runs["scratch"]
     else:
         prep = prepare(Path(args.export), Path(args.corpus), work)
         print("finetune study: fine-tuning", flush=True)
@@ -231,12 +237,16 @@ def main(argv: list[str] | None = None) -> int:
                                  "--corpus", str(folders["corpus"]), "--register", "quartet-finetuned",
                                  "--minutes", str(args.minutes), *common], env, work / "finetune.log")
         print(f"finetune study: fine-tune took {tuned_run['seconds'] / 60:.1f} min", flush=True)
-        scratch_run = run_command(["train", f"data.root={folders['scratch']}",
-                                   f"trainer.max_time='{max_time(args.minutes)}'",
-                                   "trainer.max_epochs=1000", "registry.name=quartet-scratch", "registry.alias=null",
-                                   "logger.experiment_name=quartet-scratch", *common], env, work / "scratch.log")
-        print(f"finetune study: from scratch took {scratch_run['seconds'] / 60:.1f} min", flush=True)
-        runs_json.write_text(json.dumps({"finetune": tuned_run, "scratch": scratch_run}, indent=1))
+        scratch_runs = {}
+        for schedule in args.scratch_schedules.split(","):
+            scratch_runs[schedule] = run_command(
+                ["train", f"data.root={folders['scratch']}", f"trainer.max_time='{max_time(args.minutes)}'",
+                 "trainer.max_epochs=1000", f"scheduler={schedule}", f"registry.name=quartet-scratch-{schedule}",
+                 "registry.alias=null", f"logger.experiment_name=quartet-scratch-{schedule}", *common],
+                env, work / f"scratch-{schedule}.log")
+            print(f"finetune study: from scratch (scheduler={schedule}) took "
+                  f"{scratch_runs[schedule]['seconds'] / 60:.1f} min", flush=True)
+        runs_json.write_text(json.dumps({"finetune": tuned_run, "scratch": scratch_runs}, indent=1))
 
     import torch
 
@@ -247,11 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # small forward passes: one thread beats two contending ones (the style study)
     base = load_bundle(args.model)
     tuned = load_bundle(bundle_of(work / "runs", "midigen-finetune"))
-    scratch = load_bundle(bundle_of(work / "runs", "quartet-scratch"))
     settings = ss.conf_settings()
     eval_corpus = build_token_cache(folders["eval"], base.params, work / "eval-cache")
     eval_corpus.files = [{**f, "split": prep["splits"][f["rel"]]} for f in eval_corpus.files]
-    nll = nll_rows(ss, {"base": base, "scratch": scratch, "finetuned": tuned}, eval_corpus, base.styles)
+    scratches = {schedule: load_bundle(bundle_of(work / "runs", f"quartet-scratch-{schedule}"))
+                 for schedule in scratch_runs}
+    scratch_nll = {schedule: nll_rows(ss, {"scratch": b}, eval_corpus, [])["scratch"]
+                   for schedule, b in scratches.items()}
+    schedule = min(scratch_nll, key=lambda k: scratch_nll[k]["per_note"])  # (b): the better from-scratch recipe
+    scratch, scratch_run = scratches[schedule], {**scratch_runs[schedule], "scheduler": schedule}
+    nll = nll_rows(ss, {"base": base, "finetuned": tuned}, eval_corpus, base.styles)
+    nll["scratch"] = scratch_nll[schedule]
+    nll["scratch_schedules"] = {k: {"per_note": v["per_note"], "seconds": scratch_runs[k]["seconds"]}
+                                for k, v in scratch_nll.items()}
 
     sizes = ss.Sizes(files=args.files)
     classifier = tuned.style_classifier

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from midigen.errors import MidigenError, first_line
 from midigen.tracking import repo_root
+from midigen.train.schedule import TimeCosine
 
 CONF_DIR = repo_root() / "conf"
 
@@ -149,7 +150,10 @@ def check_settings(cfg: DictConfig) -> None:
         optimizer = instantiate(cfg.optim)(stand_in)
     if cfg.get("scheduler"):
         with _refused_by("scheduler"):
-            instantiate(cfg.scheduler)(optimizer)
+            scheduler = instantiate(cfg.scheduler)(optimizer)
+        if isinstance(scheduler, TimeCosine) and not OmegaConf.select(cfg, "trainer.max_time", default=None):
+            raise MidigenError("scheduler=time_cosine decays over trainer.max_time: set it "
+                               "(e.g. trainer.max_time='00:00:06:00') or choose another scheduler")
 
 @contextmanager
 def _refused_by(section: str):

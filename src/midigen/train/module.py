@@ -158,5 +158,7 @@ class EventLSTMModule(StagedSteps):
         optimizer = instantiate(self.hparams.optim)(params)
         if not self.hparams.scheduler:
             return optimizer
+        from midigen.train.schedule import lightning_scheduler
+
         scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/nll"}}
+        return {"optimizer": optimizer, "lr_scheduler": lightning_scheduler(self, scheduler)}
