@@ -94,7 +94,7 @@ def test_a_timed_run_ends_at_a_low_rate(tmp_path):
     (["scheduler=time_cosine"], "scheduler=time_cosine decays over trainer.max_time: set it"),
     (["scheduler=time_cosine", "scheduler.min_ratio=2", "trainer.max_time='00:00:01:00'"], "scheduler: min_ratio=2"),
 ])
-def test_a_time_schedule_without_a_time_limit_is_one_line(tmp_path, overrides, needle):
+def test_a_time_schedule_it_cannot_follow_is_one_line(tmp_path, overrides, needle):
     proc = run_midigen("train", "experiment=smoke", f"data.root={CORPUS}", f"paths.cache={tmp_path / 'cache'}",
                        f"paths.outputs={tmp_path / 'out'}", *overrides,
                        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})

@@ -65,4 +65,4 @@ def lightning_scheduler(module, scheduler) -> dict:  # noqa: ANN001 - a Lightnin
         return elapsed / max(elapsed + timer.time_remaining(), 1e-9)
 
     scheduler.progress = progress
-    return {"scheduler": scheduler, "interval": "step"}
+    return {"scheduler": scheduler, "interval": scheduler.interval}
