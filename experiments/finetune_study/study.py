@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"paths.cache={cache}", f"paths.outputs={work / 'runs'}", "trainer.enable_progress_bar=false"]
 
     runs_json = work / "runs.json"
-    if args.reuse and runs_json.exists():  # the two runs of an earlier study; only the measurements again
+    if args.reuse and runs_json.exists():  # the runs of an earlier study; only the measurements again
         runs = json.loads(runs_json.read_text())
         tuned_run, scratch_runs = runs["finetune"], runs["scratch"]
     else:
