@@ -16,7 +16,7 @@ from conftest import CORPUS, make_midi
 from midigen.cli import main
 from midigen.evaluation.metrics import (
     METRIC_KEYS, OVERLAP_FEATURES, compare_folders, distribution_overlap, file_metrics, folder_metrics, note_metrics,
-    stuck_ratio,
+    opening_distance, stuck_ratio,
 )
 from midigen.evaluation.pianoroll import pianoroll_from_notes, save_pianoroll
 from midigen.evaluation.reference import judge_files, real_reference, style_of, usable, window_metrics
@@ -134,6 +134,19 @@ def test_polyphony_range_and_density(tmp_path):
     assert metrics["duration_beats"] == 16.0
     assert metrics["note_density"] == pytest.approx(12 / 16)
     assert file_metrics(melody_file(tmp_path / "melody.mid", C_MAJOR_UP_DOWN))["polyphony"] == pytest.approx(1.0)
+
+
+def test_opening_distance_says_how_far_a_clip_opens_from_its_register(tmp_path):
+    # a tune around C5 opening on its own first note; the same tune after a lone low note
+    tune = [(72 + (i % 5), 1 + i / 2, 1 + (i + 1) / 2) for i in range(24)]  # median 74
+    settled = file_metrics(make_midi(tmp_path / "settled.mid", [(74, 0, 1), *tune], tpb=TPB))
+    assert settled["opening_distance"] == 0.0
+    low = file_metrics(make_midi(tmp_path / "low.mid", [(50, 0, 1), *tune], tpb=TPB))
+    assert low["opening_distance"] == 24.0
+    # a chord opens together: the median of its notes, where the texture's middle is
+    chords = [(p, bar * 4, bar * 4 + 4) for bar in range(4) for p in (48, 64, 67, 72)]
+    assert file_metrics(make_midi(tmp_path / "chords.mid", chords, tpb=TPB))["opening_distance"] == 0.0
+    assert opening_distance([], [], TPB) is None
 
 
 # --- hanging notes and endings ------------------------------------------------------------

@@ -53,7 +53,8 @@ BAD_OPTIONS = [
     (["--name", "n" * 300], "bytes"), (["--velocity", "0"], "--velocity"), (["--max-copy", "2"], "--max-copy"),
     (["--key", "H major"], "--key"), (["--kernels", "gpu"], "--kernels"), (["--grid", "1/32"], "--grid"),
     (["--style-strength", "9"], "--style-strength"), (["--style-strength", "-1"], "--style-strength"),
-    (["--repetition-penalty", "nan"], "--repetition-penalty"),
+    (["--repetition-penalty", "nan"], "--repetition-penalty"), (["--lead-in", "5"], "--lead-in"),
+    (["--lead-in", "-1"], "--lead-in"), (["--lead-in", "0.5"], "whole number"),
 ]
 
 
@@ -284,7 +285,7 @@ ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.f
 @given(st.dictionaries(st.sampled_from(["num", "bars", "events", "bpm", "temperature", "top_k", "top_p", "style",
                                         "key", "scale", "seed", "note_range", "voices", "start", "repetition_penalty",
                                         "max_note_beats", "velocity", "name", "max_copy", "kernels", "grid", "style_strength",
-                                        "typo"]),
+                                        "lead_in", "typo"]),
                        ANY_VALUE, max_size=6))
 def test_any_request_is_built_or_refused_in_words(values):
     from midigen.errors import MidigenError

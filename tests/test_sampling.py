@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from midigen.data.events import NOTE_OFF_OFFSET, NOTE_ON_OFFSET, TIME_SHIFT_OFFSET, EventParams
+from midigen.data.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, TIME_SHIFT_OFFSET, EventParams, cut_ids, decode_ids,
+                                 total_steps)
 from midigen.model import EventLSTM, ModelConfig, StepLSTM
 from midigen.producer import native
-from midigen.producer.sampling import SamplingOptions, _draw, _top_p, _weights, sample
+from midigen.producer.sampling import LEAD_IN_SEED, SamplingOptions, _draw, _sample, _top_p, _weights, sample
 
 SEED = EventParams.seed()
 PRODUCER = dict(num=4, max_events=60, top_p=0.9, repetition_penalty=0.5, max_note_steps=40,
@@ -234,6 +235,50 @@ def test_model_start_opens_on_the_pitch_the_model_prefers(kernels):
     # the seed's random start does not ask the model
     randoms = sample(model, SEED, SamplingOptions(**opts, start="random"))
     assert sum(ids[0] == NOTE_ON_OFFSET + 71 for ids in randoms) < len(randoms)
+
+
+def test_a_lead_in_is_played_cut_and_followed_on_from_not_written(kernels):
+    # A lead-in of 30 steps, then the clip: the model prefers a time shift to any note, yet the
+    # clip opens on its note at step 0 and has its full 24 steps; nothing of the lead-in is written.
+    model = biased_model(pitch=71, shift_bias=10.0)
+    opts = dict(num=3, max_events=40, max_steps=24, seed=4, precision="fp32", kernels=kernels)
+    for ids in sample(model, SEED, SamplingOptions(**opts, lead_in_steps=30)):
+        assert ids[0] == NOTE_ON_OFFSET + 71
+        assert np.array_equal(ids[1:], np.full(24, TIME_SHIFT_OFFSET))
+    # with a model that reads its input, the clip is the continuation of the lead-in, cut closed at
+    # its end (a note held over the cut is not kept), drawn as after any context but opening on a note
+    model = small_model(seed=3)
+    lead_opts = SamplingOptions(**{**opts, "max_steps": 30, "max_events": 50, "seed": 4 + LEAD_IN_SEED})
+    leads = [cut_ids(ids, SEED, 30) for ids in sample(model, SEED, lead_opts)]
+    assert all(total_steps(lead, SEED) == 30 for lead in leads)
+    after = _sample(model, SEED, SamplingOptions(**opts, context=leads), open_on_note=True)
+    clips = sample(model, SEED, SamplingOptions(**opts, lead_in_steps=30))
+    assert all(np.array_equal(a, b) for a, b in zip(clips, after))
+    assert all(NOTE_ON_OFFSET <= ids[0] < NOTE_OFF_OFFSET for ids in clips)
+    # no lead-in: the clip's first note follows the neutral start, as before
+    bare = sample(model, SEED, SamplingOptions(**opts))
+    assert not all(np.array_equal(a, b) for a, b in zip(clips, bare))
+    # a primer or a context opens the clip itself: the lead-in does not apply
+    primer = np.array([NOTE_ON_OFFSET + 60, TIME_SHIFT_OFFSET + 4, NOTE_OFF_OFFSET + 60])
+    for given in (dict(primer=primer), dict(context=primer)):
+        with_lead = sample(model, SEED, SamplingOptions(**opts, **given, lead_in_steps=30))
+        without = sample(model, SEED, SamplingOptions(**opts, **given))
+        assert all(np.array_equal(a, b) for a, b in zip(with_lead, without))
+    with pytest.raises(ValueError, match="lead_in_steps=-1"):
+        SamplingOptions(lead_in_steps=-1)
+
+
+def test_cut_ids_keeps_what_starts_before_the_cut_closed_and_rests_to_it():
+    ids = [NOTE_ON_OFFSET + 60, TIME_SHIFT_OFFSET + 9, NOTE_ON_OFFSET + 64,  # 60 from 0, 64 from 10 over the cut
+           TIME_SHIFT_OFFSET + 4, NOTE_OFF_OFFSET + 60, TIME_SHIFT_OFFSET + 19, NOTE_ON_OFFSET + 67]  # 67 at 35
+    cut = cut_ids(ids, SEED, 30)
+    assert total_steps(cut, SEED) == 30
+    on, off, pitch = decode_ids(cut, SEED)
+    assert pitch.tolist() == [60, 64] and on.tolist() == [0, 10] and off.tolist() == [15, 30]
+    ons, offs = ((cut >= NOTE_ON_OFFSET) & (cut < NOTE_OFF_OFFSET)), ((cut >= NOTE_OFF_OFFSET) & (cut < TIME_SHIFT_OFFSET))
+    assert ons.sum() == offs.sum() == 2 and cut[-1] == NOTE_OFF_OFFSET + 64  # closed: every note released at the cut
+    quiet = cut_ids([TIME_SHIFT_OFFSET + 99, NOTE_ON_OFFSET + 60], SEED, 80)  # nothing before the cut but rests
+    assert total_steps(quiet, SEED) == 80 and decode_ids(quiet, SEED)[0].size == 0
 
 
 def test_model_start_draws_within_key_and_range(kernels):

@@ -88,6 +88,30 @@ def timing_table(results: dict) -> list[str]:
                   "repetition at half: real / generated", "fidelity ratio", "test NLL per note"], rows)
 
 
+def opening_table(results: dict) -> list[str]:
+    """Where clips open and how wide they range, real held-out windows vs generated, per style."""
+    rows = []
+    for style, r in (results.get("timing") or {}).items():
+        real, first = r.get("real_opening"), r.get("real_opening_first")
+        if not real:
+            continue  # a results.json from before the opening was measured
+        m, rnd = r["model"]["opening"], r["random"]["opening"]
+        bare = (r.get("model_no_lead_in") or {}).get("opening") or {}
+        rows.append([style, f"{fmt(real['opening_mean'], 1)} ({fmt(real['opening_p95'], 1)})",
+                     fmt(first["opening_mean"], 1), fmt(m["opening_mean"], 1), fmt(bare.get("opening_mean"), 1),
+                     fmt(rnd["opening_mean"], 1),
+                     f"{m['opening_above_real_p95']} / {bare.get('opening_above_real_p95', '-')} / "
+                     f"{rnd['opening_above_real_p95']}",
+                     fmt(real["span_median"], 0), fmt(m["span_median"], 0), fmt(bare.get("span_median"), 0),
+                     fmt(rnd["span_median"], 0)])
+    if not rows:
+        return []
+    return table(["style", "opening: real windows mean (p95)", "real pieces' first 8 bars",
+                  "generated: model start, a bar's lead-in", "no lead-in", "random start",
+                  "files opening beyond real p95: lead-in / none / random", "span, median: real",
+                  "lead-in", "no lead-in", "random start"], rows)
+
+
 def render(results: dict) -> str:
     model, sizes, goals = results["model"], results["sizes"], results["goals"]
     styles = results["styles"]
@@ -147,13 +171,22 @@ def render(results: dict) -> str:
         lines += ["", "## In time, file by file: real held-out excerpts vs generated", "",
                   f"Real: every {sizes['bars']}-bar window of each TEST file, cut at its own bar lines. Generated: "
                   f"{sizes_files} files per style with `style={{s: 1.0}}`, seed {sizes['seed']}, opened by the model "
-                  "(`start=model`, the default) and with the seed's uniformly random first pitch (`start=random`). "
+                  "(`start=model`, the default, after a bar's lead-in, `lead_in=1`, the default) and with the seed's uniformly random first pitch (`start=random`). "
                   "A file is usable when on the 16th/triplet grid (>= 0.95 of onsets and offsets), in phase (on-beat "
                   "share at or above the style's 5th percentile over its TRAIN windows, shown in brackets) and "
                   "without hanging notes. Goals: usable share generated >= "
                   f"{results['goals'].get('usable')}x real; mean on-beat share within "
                   f"{int(100 * results['goals'].get('on_beat', 0))}% of real's.", ""]
         lines += timing_table(results)
+        opening = opening_table(results)
+        if opening:
+            lines += ["", "### Where a clip opens", "",
+                      "Opening: semitones between the median pitch of the notes at a clip's first onset and the "
+                      "median pitch of all its notes (`metrics.opening_distance`; 0 for a chord or note in the middle "
+                      "of the clip's register). Real: the same TEST windows, and each test file's first whole "
+                      "window (how its pieces open). Files beyond p95: generated files opening further from their "
+                      "register than 95% of the real windows. Span: highest minus lowest pitch, semitones.", ""]
+            lines += opening
 
     # 1 + 2
     generated = results["generated"]

@@ -224,16 +224,20 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
         p5 = bounds[style]["metrics"]["on_beat"]["p5"]
         reference = {"all": {"metrics": {"on_beat": {"p5": p5}}, "windows": bounds[style]["windows"]},
                      "styles": {style: {"metrics": {"on_beat": {"p5": p5}}, "windows": bounds[style]["windows"]}}}
-        windows = [w for rel, split in splits.items() if split == "test" and rel.startswith(style + "/")
-                   for w in _windows(root / rel, sizes.bars, window_metrics)]
+        by_file = [_windows(root / rel, sizes.bars, window_metrics) for rel, split in splits.items()
+                   if split == "test" and rel.startswith(style + "/")]
+        windows = [w for rows_of_file in by_file for w in rows_of_file]
         real_usable = [usable(w, p5)[0] for w in windows]
         row = {"p5_train": p5, "train_windows": bounds[style]["windows"], "real_windows": len(windows),
                "real_on_beat": _mean(np.array([w["on_beat"] for w in windows])),
                "real_usable": _mean(np.array(real_usable, dtype=float)),
-               "real_repetition_half": _mean(np.array([w["repetition_half"] for w in windows]))}
-        for start in ("model", "random"):
+               "real_repetition_half": _mean(np.array([w["repetition_half"] for w in windows])),
+               "real_opening": register(windows),
+               # a piece's own opening: the first whole 8 bars of each test file (after a pickup bar)
+               "real_opening_first": register([rows_of_file[0] for rows_of_file in by_file if rows_of_file])}
+        for start, lead_in in (("model", 1), ("random", 0), ("model_no_lead_in", 0)):
             req = GenerateRequest(num=sizes.files, bars=sizes.bars, style={style: 1.0}, seed=sizes.seed,
-                                  max_copy=None, name=style, start=start)
+                                  max_copy=None, name=style, start=start.split("_")[0], lead_in=lead_in)
             clips = generate_batch(bundle, req)
             write_clips(clips, out / f"timing_{start}" / style)
             verdict = judge(clips, req, bundle, reference)
@@ -244,6 +248,7 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                           "below_p5": int((on_beats < p5).sum()),
                           "off_grid": int(sum(f["on_grid"] < 0.95 for f in files.values())),
                           "repetition_half": _mean(np.array([f["repetition_half"] or 0.0 for f in files.values()])),
+                          "opening": register(list(files.values()), row["real_opening"]),
                           "worst": verdict["worst"], "files": len(files)}
         model = row["model"]
         row["usable_ratio"] = model["usable"] / row["real_usable"] if row["real_usable"] else None
@@ -252,6 +257,20 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
         row["met_on_beat"] = None if row["on_beat_gap"] is None else bool(abs(row["on_beat_gap"]) <= GOAL_ON_BEAT)
         rows[style] = row
     return rows
+
+
+def register(rows: list[dict], real: dict | None = None) -> dict:
+    """Where clips (or real windows) open and how wide they range: the mean and 95th percentile of
+    `opening_distance` (semitones from the first onset's median pitch to the clip's), the median
+    `pitch_range`; with `real` (this for the real windows), how many open further from their
+    register than the real windows' 95th percentile."""
+    opening = np.array([r["opening_distance"] for r in rows if r.get("opening_distance") is not None])
+    span = np.array([r["pitch_range"] for r in rows if r.get("pitch_range") is not None], dtype=float)
+    out = {"opening_mean": _mean(opening), "opening_p95": float(np.percentile(opening, 95)) if opening.size else None,
+           "span_median": float(np.median(span)) if span.size else None, "files": len(rows)}
+    if real and real.get("opening_p95") is not None:
+        out["opening_above_real_p95"] = int((opening > real["opening_p95"]).sum())
+    return out
 
 
 def _windows(path: Path, bars: int, window_metrics) -> list[dict]:  # noqa: ANN001

@@ -233,6 +233,24 @@ def decode_ids(ids, params: EventParams, close_at: int | None = None):
     return resolve_overlaps(on, off, pitch)
 
 
+def cut_ids(ids, params: EventParams, steps: int) -> np.ndarray:
+    """The first `steps` steps of an id sequence as a closed excerpt, int64: the notes that start
+    before `steps`, each ended there at the latest, then rests up to it (so what follows starts
+    at `steps`); as a real excerpt is cut at a bar line, a note held over the cut is not in it."""
+    on, off, pitch = decode_ids(ids, params, close_at=steps)
+    keep = on < steps
+    on, off, pitch = on[keep], np.minimum(off[keep], steps), pitch[keep]
+    cut = encode_notes(on, off, pitch, params).astype(np.int64)
+    return np.concatenate([cut, rests(int(steps) - (int(off.max()) if off.size else 0), params)])
+
+
+def rests(steps: int, params: EventParams) -> np.ndarray:
+    """TIME_SHIFT ids that wait `steps` steps (none for steps <= 0), int64: whole maximal shifts, then the rest."""
+    full, part = divmod(max(int(steps), 0), params.max_shift)
+    shifts = [TIME_SHIFT_OFFSET + params.max_shift - 1] * full + ([TIME_SHIFT_OFFSET + part - 1] if part else [])
+    return np.asarray(shifts, dtype=np.int64)
+
+
 def total_steps(ids, params: EventParams) -> int:
     """Duration of an id sequence in steps (the sum of its TIME_SHIFTs)."""
     ids = np.asarray(ids, dtype=np.int64)

@@ -18,6 +18,10 @@ midigen wrote is the same thing.
     repetition_half    how much the second half of the clip's whole bars replays the first half
                        (1.0 for AA, about 0 for two unrelated halves; see `repetition_half`)
     pitch_range        highest minus lowest pitch, semitones
+    opening_distance   how far the clip opens from its own register: semitones between the
+                       median pitch of the notes at its first onset and the median pitch of
+                       all its notes (a chord opening in the middle of the texture: about 0; a
+                       lone high note before the texture starts: large; see `opening_distance`)
     polyphony          notes sounding on average while anything sounds (time-weighted, silence
                        excluded): 1.0 for a melody, 3.0 for block triads
     note_density       notes per beat of the file's length
@@ -73,8 +77,8 @@ MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 
 MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 METRIC_KEYS = ("n_notes", "duration_beats", "key", "in_scale", "on_grid", "on_beat", "stuck_ratio",
-               "repetition_half", "pitch_range", "polyphony", "note_density", "hanging_notes", "long_notes",
-               "zero_length_notes", "ends_on_bar")
+               "repetition_half", "pitch_range", "opening_distance", "polyphony", "note_density", "hanging_notes",
+               "long_notes", "zero_length_notes", "ends_on_bar")
 # Features whose generated vs reference distributions are compared. Length (n_notes,
 # duration_beats) is the producer's choice, and defects (hanging notes) are not style.
 OVERLAP_FEATURES = ("in_scale", "on_grid", "stuck_ratio", "pitch_range", "polyphony", "note_density")
@@ -134,6 +138,7 @@ def _timing_and_pitch_metrics(on, off, pitch, tpb: float, end_tick: int, bars=No
         "stuck_ratio": stuck_ratio(on, pitch, tpb),
         "repetition_half": 0.0 if repeated is None else repeated,
         "pitch_range": int(pitch.max() - pitch.min()) if n else 0,
+        "opening_distance": opening_distance(on, pitch, tpb) or 0.0,
         "polyphony": 0.0 if sounding is None else sounding,
         "note_density": n / duration_beats if duration_beats > 0 else 0.0,
         "long_notes": long_notes(on, off, tpb),
@@ -206,6 +211,24 @@ def on_beat(on_ticks, ticks_per_beat: float, bar_starts=None) -> float | None:
     bars = bars if bars.size else np.zeros(1)
     bar = np.maximum(np.searchsorted(bars, times + tolerance, side="right") - 1, 0)
     return float(np.mean(_grid_distance(times - bars[bar], tpb) <= tolerance))
+
+
+def opening_distance(on_ticks, pitches, ticks_per_beat: float) -> float | None:
+    """Semitones between the clip's opening and its register; None for no notes.
+
+    The opening is the median pitch of the notes that start at the first onset (within 1/16
+    beat of it: a chord, or a rolled one, opens together); the register is the median pitch
+    of every note. A clip that opens where its music lies scores near 0 (a chorale's first
+    chord, a tune's first note near the middle of its range); one that opens with a lone note
+    an octave above what follows scores about 12: the seed's uniformly random first pitch
+    (36-99) opens clips so, while the texture then settles in the style's register.
+    """
+    on = np.asarray(on_ticks, dtype=np.float64).ravel()
+    pitch = np.asarray(pitches, dtype=np.float64).ravel()
+    if on.size == 0:
+        return None
+    first = on <= on.min() + MELODY_ONSET_TOLERANCE_BEATS * float(ticks_per_beat)
+    return float(abs(np.median(pitch[first]) - np.median(pitch)))
 
 
 def long_notes(on_ticks, off_ticks, ticks_per_beat: float) -> int:

@@ -23,12 +23,13 @@ import numpy as np
 from midigen.data.midi_io import read_midi
 from midigen.errors import MidiReadError
 from midigen.evaluation.metrics import (
-    GRID_TOLERANCE_BEATS, bar_lines, long_notes, midi_files, on_beat, on_grid, repetition_half,
+    GRID_TOLERANCE_BEATS, bar_lines, long_notes, midi_files, on_beat, on_grid, opening_distance, repetition_half,
     stuck_ratio,
 )
 
 WINDOW_BARS = 8  # a generated clip's default length (`generate --bars 8`)
-REFERENCE_METRICS = ("on_beat", "on_grid", "stuck_ratio", "repetition_half", "long_notes")
+REFERENCE_METRICS = ("on_beat", "on_grid", "stuck_ratio", "repetition_half", "long_notes", "opening_distance",
+                     "pitch_range")
 USABLE_ON_GRID = 0.95  # the least share of onsets and offsets on the 16th/triplet grid
 # Without real music to compare with: a fifth of the onsets on a beat. Steady 16ths in phase
 # put a quarter there; real reels do little more (0.5 would fail 80% of the committed corpus's
@@ -82,6 +83,8 @@ def _window_row(on, off, pitch, tpb: float, length: float, bars: np.ndarray) -> 
         "stuck_ratio": stuck_ratio(on, pitch, tpb),
         "repetition_half": repetition_half(on, pitch, tpb, length, bars) or 0.0,
         "long_notes": long_notes(on, off, tpb),
+        "opening_distance": opening_distance(on, pitch, tpb),
+        "pitch_range": int(pitch.max() - pitch.min()),
     }
 
 

@@ -66,6 +66,7 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         scale=req.scale_classes, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
+        lead_in_steps=int(round(req.lead_in * BEATS_PER_BAR * spb)) if req.start == "model" else 0,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
         kernels=req.kernels, context=context, context_start=context_start, towards=towards,
         grid=sampling_grid(req.grid, params), style_strength=float(strength),

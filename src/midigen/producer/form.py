@@ -187,14 +187,12 @@ def _ticks_to_steps(ticks, params, bpm: float) -> np.ndarray:  # noqa: ANN001
 def clip_ids(notes, until_tick: int, params, bpm: float) -> np.ndarray:  # noqa: ANN001
     """Notes in ticks -> token ids, with rests after the last note up to `until_tick`, so what
     is sampled after them starts there."""
-    from midigen.data.events import TIME_SHIFT_OFFSET, encode_notes
+    from midigen.data.events import encode_notes, rests
 
     on, off, pitch = (_ticks_to_steps(notes[0], params, bpm), _ticks_to_steps(notes[1], params, bpm), notes[2])
     ids = encode_notes(on, off, pitch, params).astype(np.int64)
-    rest = int(_ticks_to_steps(until_tick, params, bpm)) - (int(off.max()) if off.size else 0)
-    full, part = divmod(max(rest, 0), params.max_shift)
-    shifts = [TIME_SHIFT_OFFSET + params.max_shift - 1] * full + ([TIME_SHIFT_OFFSET + part - 1] if part else [])
-    return np.concatenate([ids, np.asarray(shifts, dtype=np.int64)])
+    return np.concatenate([ids, rests(int(_ticks_to_steps(until_tick, params, bpm)) - (int(off.max()) if off.size else 0),
+                                      params)])
 
 
 def _cut_bar(ids: np.ndarray, params, opts, bpm: float) -> int | None:  # noqa: ANN001

@@ -58,6 +58,7 @@ KERNELS = ("auto", "native", "python")
 GRIDS = {"1/16+1/8t": (4, 3), "1/16": (4,), "1/8t": (3,), "1/16t": (6,), "1/8": (2,), "1/4": (1,), "off": None}
 DEFAULT_GRID = "1/16+1/8t"
 STARTS = ("model", "random")
+MAX_LEAD_IN = 4  # bars of --lead-in
 RANDOM_START_RANGE = (36, 99)  # the seed's uniform first pitch, where --note-range does not say
 
 
@@ -109,6 +110,9 @@ class GenerateRequest:
     voices: int | None = _opt(None, "at most this many notes sounding at once (1 = a single melody line)")
     start: str = _opt("model", "how a clip opens: model (the style's own opening) or random (the seed's "
                                "uniform first pitch within --note-range, default 36-99)")
+    lead_in: int = _opt(1, f"bars the model plays before a clip it opens itself (--start model, no --primer), "
+                           f"not written: the clip opens where the music has settled, as an excerpt cut from a "
+                           f"longer piece (0-{MAX_LEAD_IN}; 0: the first note straight after a rest)", metavar="BARS")
     grid: str = _opt("auto", f"where notes start and end: {', '.join(GRIDS)} (off: wherever the model puts them); "
                              f"auto: {DEFAULT_GRID}, the 16ths and 8th-note triplets, for a model that counts time "
                              "in beats, off for one that counts milliseconds")
@@ -267,7 +271,7 @@ def _towards(name: str, value: object) -> dict:
 
 
 PARSERS = {
-    **{n: _integer for n in ("num", "bars", "events", "top_k", "seed", "voices", "velocity")},
+    **{n: _integer for n in ("num", "bars", "events", "top_k", "seed", "voices", "velocity", "lead_in")},
     **{n: _number for n in ("bpm", "temperature", "top_p", "style_strength", "repetition_penalty")},
     **{n: _text for n in ("key", "scale", "primer", "name", "start", "kernels", "context")},
     "grid": lambda n, v: _text(n, v).strip().lower(),
@@ -317,6 +321,7 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
     _whole(req, "voices", 1, 16, "use 1 (a single line) to 16", optional=True)
     if req.start not in STARTS:
         raise RequestError("start", req.start, f"use one of {', '.join(STARTS)}")
+    _whole(req, "lead_in", 0, MAX_LEAD_IN, f"use 0 (none) to {MAX_LEAD_IN} bars")
     if req.grid not in GRIDS and req.grid != "auto":
         raise RequestError("grid", req.grid, f"use auto or one of {', '.join(GRIDS)}")
     if req.kernels not in KERNELS:
@@ -379,7 +384,7 @@ def file_stem(name: str) -> str:
 # The fields every clip-writing command offers (generate, interpolate); generate adds these:
 CLIP_FIELDS = ("bpm", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices", "grid",
                "repetition_penalty", "max_note_beats", "velocity", "name", "max_copy", "kernels")
-GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "style_strength", "primer", "start")
+GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "style_strength", "primer", "start", "lead_in")
 
 
 def add_request_arguments(parser, names: tuple[str, ...], defaults: dict | None = None) -> None:  # noqa: ANN001

@@ -26,6 +26,16 @@ shipped model would open on a rest almost every time (after the warm-up it puts 
 mass on NOTE_ONs). "random", the seed's experiment, opens every file on a NOTE_ON of a given
 or uniformly drawn pitch.
 
+A note drawn after a rest alone is drawn from everything the style plays: the first note of a
+clip so opened lay far from where the clip then settled (scottish: 8.7 semitones from its median
+pitch on average, 26 of 64 clips opening more than 5 below it, against 2.8 in real 8-bar
+excerpts; the model then climbs to the tune's register). So a model start may first play a
+lead-in (`SamplingOptions.lead_in_steps`, a bar when `generate` asks): the model plays from its
+neutral start, the lead-in is cut at its end as a real excerpt is cut at a bar line (notes held
+over the cut are not kept, `events.cut_ids`), and the clip follows on from it as from a context,
+opening on a note on the bar line: in the register and the texture the music has settled in, as
+an excerpt cut from a longer piece opens. The lead-in is not written.
+
 Where the beat is (a model with `position="beat"`, see `midigen.model.ModelConfig`): each input
 is read with its bar position, the steps since the last bar line once it is read, counted in the
 clip's meter (`SamplingOptions.bar_beats`). A clip opens on a bar line: the model start's
@@ -57,13 +67,13 @@ scaled, prepacked) is cached per model, keyed on its parameters' versions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from midigen.data.events import (NOTE_OFF_OFFSET, NOTE_ON_OFFSET, NUM_PITCHES, PAD_ID, TIME_SHIFT_OFFSET,
-                                 EventParams, bar_positions, total_steps)
+                                 EventParams, bar_positions, cut_ids, total_steps)
 from midigen.data.midi_io import BEATS_PER_BAR
 from midigen.producer import native as kernels
 from midigen.producer.request import MAX_STYLE_STRENGTH
@@ -105,6 +115,10 @@ class SamplingOptions:
         module docstring): the first event is a NOTE_ON drawn from the model's distribution
         for the style, after a neutral TIME_SHIFT input that is not written.
         "random": the seed's experiment, a NOTE_ON of `start_pitches`.
+    lead_in_steps: with start="model" and no primer or context, the model first plays this many
+        steps (from its neutral start, with every control of the clip), which are cut off as a
+        closed context the clip follows on from (see the module docstring); the clip then opens
+        on a NOTE_ON. 0: the clip's first note follows the neutral start directly.
     start_pitches: with start="random", the first NOTE_ON of each file (None: uniform over
         36..99, or over `note_range` where given, from the seed). start="model" and a primer
         or context do not use them.
@@ -165,6 +179,7 @@ class SamplingOptions:
     note_range: tuple[int, int] | None = None
     voices: int | None = None
     start: str = "model"
+    lead_in_steps: int = 0
     context_start: int = 0
     bar_beats: int = BEATS_PER_BAR
     grid: tuple[int, ...] | None = None
@@ -186,6 +201,8 @@ class SamplingOptions:
             raise ValueError(f"start={self.start!r}: use one of {', '.join(STARTS)}")
         if self.bar_beats < 1:
             raise ValueError(f"bar_beats={self.bar_beats}: use at least 1 beat a bar")
+        if self.lead_in_steps < 0:
+            raise ValueError(f"lead_in_steps={self.lead_in_steps}: use 0 (no lead-in) or a positive number of steps")
         if self.grid is not None and (not self.grid or any(int(d) != d or d < 1 for d in self.grid)):
             raise ValueError(f"grid={self.grid}: use subdivisions of the beat, e.g. (4, 3) for 16ths and "
                              "8th-note triplets, or None for no grid")
@@ -405,6 +422,34 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
     machine (matmul rounding differs between CPUs and BLAS builds, and so can a rare draw).
     """
     model.eval()
+    if opts.lead_in_steps > 0 and _opens_from_model(opts):
+        return _after_lead_in(model, params, opts)
+    return _sample(model, params, opts)
+
+
+LEAD_IN_SEED = 1 << 40  # the lead-in's random numbers: a stream apart from every clip's (seeds are < 2**32)
+
+
+def _opens_from_model(opts: SamplingOptions) -> bool:
+    """A model start: no primer, no context, start="model"."""
+    return (opts.start == "model" and not _has_context(opts.context, opts.num)
+            and (opts.primer is None or len(opts.primer) == 0))
+
+
+def _after_lead_in(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list[np.ndarray]:
+    """The clips after a lead-in of `opts.lead_in_steps` steps each (see the module docstring): the
+    lead-in drawn from the model's start with the clip's controls, cut closed at its end, then the
+    clip drawn as its continuation, opening on a note on the bar line where the lead-in ends."""
+    steps = int(opts.lead_in_steps)
+    budget = opts.max_events if opts.max_steps is None else max(1, -(-opts.max_events * steps // opts.max_steps))
+    lead = _sample(model, params, replace(opts, lead_in_steps=0, max_steps=steps, max_events=budget,
+                                          seed=int(opts.seed) + LEAD_IN_SEED))
+    contexts = [cut_ids(ids, params, steps) for ids in lead]
+    return _sample(model, params, replace(opts, lead_in_steps=0, context=contexts, context_start=0), open_on_note=True)
+
+
+def _sample(model: EventLSTM, params: EventParams, opts: SamplingOptions, open_on_note: bool = False) -> list[np.ndarray]:
+    """`sample` without a lead-in; `open_on_note`: the clip's first event is a NOTE_ON, as after a model start."""
     B = opts.num
     gen = torch.Generator().manual_seed(int(opts.seed))
     prefix, has_context, model_start = _prefix(opts, params, gen)
@@ -457,7 +502,7 @@ def sample(model: EventLSTM, params: EventParams, opts: SamplingOptions) -> list
         done |= tracker.elapsed >= opts.max_steps
     make_pick = _native_pick if use_native else _python_pick
     pick = make_pick(logits, ids, tracker, opts, inv_temperature, out, done)
-    if model_start:  # the clip opens on a note: its first event is one of the model's NOTE_ONs
+    if model_start or open_on_note:  # the clip opens on a note: its first event is one of the model's NOTE_ONs
         logits[:, NOTE_OFF_OFFSET:] = NEG_INF
     for t in range(0 if done.all() else opts.max_events):
         if t % UNIFORM_BLOCK == 0:
