@@ -79,7 +79,7 @@ _COLUMNS = (  # (metric, header, width, format)
     ("n_notes", "notes", 6, "d"), ("duration_beats", "beats", 7, ".1f"), ("key", "key", 9, "s"),
     ("in_scale", "scale", 6, ".2f"), ("on_grid", "grid", 6, ".2f"), ("on_beat", "beat", 6, ".2f"),
     ("stuck_ratio", "stuck", 6, ".2f"), ("repetition_half", "AA", 5, ".2f"), ("pitch_range", "range", 6, "d"),
-    ("polyphony", "poly", 6, ".2f"), ("note_density", "n/beat", 7, ".2f"), ("hanging_notes", "hang", 5, "d"),
+    ("opening_distance", "open", 5, ".0f"), ("polyphony", "poly", 6, ".2f"), ("note_density", "n/beat", 7, ".2f"), ("hanging_notes", "hang", 5, "d"),
     ("long_notes", "long", 5, "d"), ("ends_on_bar", "on bar", 7, "b"),
 )
 
@@ -98,7 +98,8 @@ def format_report(result: dict, folder, reference=None) -> str:
     lines += _verdict_lines(result, name_width)
     lines.append("scale: share of notes in the key; grid: onsets and offsets on 16ths/8th triplets; "
                  "beat: onsets on a beat (quarter note); stuck: melody share in one repeated pattern; "
-                 "AA: second half replays the first (0..1); poly: notes sounding at once; "
+                 "AA: second half replays the first (0..1); open: semitones from the first onset's pitch to the "
+                 "file's median; poly: notes sounding at once; "
                  "hang: notes never released; long: notes held over 4 beats; "
                  "on bar: ends on a 4/4 bar line (mean: share of files)")
     if "overlap" in result:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-SUMMARY_KEYS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "pitch_range", "polyphony", "note_density",
-                "repetition_half")
+SUMMARY_KEYS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "pitch_range", "opening_distance", "polyphony",
+                "note_density", "repetition_half")
 
 
 def judge(results: list[dict], req, bundle, reference: dict | None = None) -> dict:  # noqa: ANN001

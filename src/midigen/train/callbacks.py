@@ -25,8 +25,8 @@ from midigen.producer.request import GenerateRequest
 log = logging.getLogger(__name__)
 
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}  # suffix: MIME type
-SAMPLE_METRICS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "repetition_half", "pitch_range", "polyphony",
-                  "note_density", "hanging_notes")
+SAMPLE_METRICS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "repetition_half", "pitch_range",
+                  "opening_distance", "polyphony", "note_density", "hanging_notes")
 
 
 class EpochWindows(pl.Callback):
