@@ -64,6 +64,8 @@ def main() -> int:
     p.add_argument("--model", default=str(ROOT / "models" / "pretrained"))
     p.add_argument("--corpus", default=str(ROOT / "data" / "corpus"))
     p.add_argument("--files", type=int, default=64)
+    p.add_argument("--lead-in", type=int, default=1, help="bars the model plays before each clip (generate's "
+                                                           "--lead-in; the README's table: 0, measured before it)")
     args = p.parse_args()
     from midigen.data.events import TIME_SHIFT_OFFSET
     from midigen.evaluation.metrics import on_beat
@@ -87,7 +89,8 @@ def main() -> int:
         strength = bundle.style_strength(weights[0].tolist())
         drawn = {}
         for s in (0.0, strength):
-            req = GenerateRequest(num=args.files, bars=8, seed=0, style={style: 1.0}, style_strength=s, max_copy=None)
+            req = GenerateRequest(num=args.files, bars=8, seed=0, style={style: 1.0}, style_strength=s, max_copy=None,
+                                  lead_in=args.lead_in)
             clips = generate_batch(bundle, req)
             beats = [on_beat(c["notes"][0], 960) for c in clips]
             drawn[s] = (shift_share([c["ids"] for c in clips], SIXTEENTH, TIME_SHIFT_OFFSET, max_shift),

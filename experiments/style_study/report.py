@@ -96,20 +96,24 @@ def opening_table(results: dict) -> list[str]:
         if not real:
             continue  # a results.json from before the opening was measured
         m, rnd = r["model"]["opening"], r["random"]["opening"]
-        bare = (r.get("model_no_lead_in") or {}).get("opening") or {}
+        with_lead = r.get("model_lead_in") or {}
+        lead = with_lead.get("opening") or {}
         rows.append([style, f"{fmt(real['opening_mean'], 1)} ({fmt(real['opening_p95'], 1)})",
-                     fmt(first["opening_mean"], 1), fmt(m["opening_mean"], 1), fmt(bare.get("opening_mean"), 1),
+                     fmt(first["opening_mean"], 1), fmt(m["opening_mean"], 1), fmt(lead.get("opening_mean"), 1),
                      fmt(rnd["opening_mean"], 1),
-                     f"{m['opening_above_real_p95']} / {bare.get('opening_above_real_p95', '-')} / "
+                     f"{m['opening_above_real_p95']} / {lead.get('opening_above_real_p95', '-')} / "
                      f"{rnd['opening_above_real_p95']}",
-                     fmt(real["span_median"], 0), fmt(m["span_median"], 0), fmt(bare.get("span_median"), 0),
-                     fmt(rnd["span_median"], 0)])
+                     fmt(real["span_median"], 0), fmt(m["span_median"], 0), fmt(lead.get("span_median"), 0),
+                     fmt(rnd["span_median"], 0),
+                     f"{fmt(r['model']['on_beat'], 2)} / {fmt(with_lead.get('on_beat'), 2)}",
+                     f"{fmt(r['model']['usable'], 2)} / {fmt(with_lead.get('usable'), 2)}"])
     if not rows:
         return []
     return table(["style", "opening: real windows mean (p95)", "real pieces' first 8 bars",
-                  "generated: model start, a bar's lead-in", "no lead-in", "random start",
-                  "files opening beyond real p95: lead-in / none / random", "span, median: real",
-                  "lead-in", "no lead-in", "random start"], rows)
+                  "generated: model start", "with a bar's lead-in", "random start",
+                  "files opening beyond real p95: model / lead-in / random", "span, median: real",
+                  "model start", "lead-in", "random start", "on-beat: model start / lead-in",
+                  "usable: model start / lead-in"], rows)
 
 
 def render(results: dict) -> str:
@@ -171,7 +175,7 @@ def render(results: dict) -> str:
         lines += ["", "## In time, file by file: real held-out excerpts vs generated", "",
                   f"Real: every {sizes['bars']}-bar window of each TEST file, cut at its own bar lines. Generated: "
                   f"{sizes_files} files per style with `style={{s: 1.0}}`, seed {sizes['seed']}, opened by the model "
-                  "(`start=model`, the default, after a bar's lead-in, `lead_in=1`, the default) and with the seed's uniformly random first pitch (`start=random`). "
+                  "(`start=model`, the default) and with the seed's uniformly random first pitch (`start=random`). "
                   "A file is usable when on the 16th/triplet grid (>= 0.95 of onsets and offsets), in phase (on-beat "
                   "share at or above the style's 5th percentile over its TRAIN windows, shown in brackets) and "
                   "without hanging notes. Goals: usable share generated >= "

@@ -235,9 +235,10 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                "real_opening": register(windows),
                # a piece's own opening: the first whole 8 bars of each test file (after a pickup bar)
                "real_opening_first": register([rows_of_file[0] for rows_of_file in by_file if rows_of_file])}
-        for start, lead_in in (("model", 1), ("random", 0), ("model_no_lead_in", 0)):
+        # the default opening (the request's), the seed's random first pitch, and a bar's lead-in
+        for start, changes in (("model", {}), ("random", {"start": "random"}), ("model_lead_in", {"lead_in": 1})):
             req = GenerateRequest(num=sizes.files, bars=sizes.bars, style={style: 1.0}, seed=sizes.seed,
-                                  max_copy=None, name=style, start=start.split("_")[0], lead_in=lead_in)
+                                  max_copy=None, name=style, **changes)
             clips = generate_batch(bundle, req)
             write_clips(clips, out / f"timing_{start}" / style)
             verdict = judge(clips, req, bundle, reference)
