@@ -34,7 +34,9 @@ lead-in (`SamplingOptions.lead_in_steps`, a bar when `generate` asks): the model
 neutral start, the lead-in is cut at its end as a real excerpt is cut at a bar line (notes held
 over the cut are not kept, `events.cut_ids`), and the clip follows on from it as from a context,
 opening on a note on the bar line: in the register and the texture the music has settled in, as
-an excerpt cut from a longer piece opens. The lead-in is not written.
+an excerpt cut from a longer piece opens. The lead-in is not written. It is off unless asked
+for (`generate --lead-in`): carried on mid-phrase, some styles' clips sit off the beat more often
+(README, Styles: where a clip opens).
 
 Where the beat is (a model with `position="beat"`, see `midigen.model.ModelConfig`): each input
 is read with its bar position, the steps since the last bar line once it is read, counted in the
