@@ -91,6 +91,26 @@ def test_step_lstm_in_bf16_stays_close_to_fp32():
     assert (probs - ref_probs).abs().max() < 1e-2
 
 
+def test_midigen_precision_sets_what_auto_means(monkeypatch):
+    from midigen.errors import MidigenError
+    from midigen.model import native_bf16, resolve_precision
+
+    monkeypatch.delenv("MIDIGEN_PRECISION", raising=False)
+    assert resolve_precision("auto") == ("bf16" if native_bf16() else "fp32")
+    for chosen in ("fp32", "bf16"):
+        monkeypatch.setenv("MIDIGEN_PRECISION", chosen)
+        assert resolve_precision("auto") == chosen and resolve_precision("fp32") == "fp32"
+    # fp32 through the environment draws exactly what fp32 asked for by name draws
+    model = small_model()
+    monkeypatch.setenv("MIDIGEN_PRECISION", "fp32")
+    by_env = sample(model, SEED, SamplingOptions(**PRODUCER, seed=5, precision="auto"))
+    by_name = sample(model, SEED, SamplingOptions(**PRODUCER, seed=5, precision="fp32"))
+    assert all(np.array_equal(a, b) for a, b in zip(by_env, by_name))
+    monkeypatch.setenv("MIDIGEN_PRECISION", "fp16")
+    with pytest.raises(MidigenError, match="MIDIGEN_PRECISION=fp16: use fp32 or bf16"):
+        resolve_precision("auto")
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_sampler_repeats_itself_for_a_seed_and_not_for_another(precision, kernels):
     model = small_model()

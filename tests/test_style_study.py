@@ -153,6 +153,43 @@ def test_report_and_results_hold_the_same_numbers(quick):
                                                                   for line in readme.splitlines()) == 4
 
 
+def test_every_goal_carries_its_interval_and_how_sure_its_verdict_is(quick):
+    r, text = quick["results"], quick["report"]
+    for style in STYLES:
+        t, g = r["timing"][style], r["generated"][style]
+        for value, interval in ((t["usable_ratio"], t["usable_ratio_interval"]),
+                                (t["on_beat_gap"], t["on_beat_gap_interval"])):
+            lo, hi = interval
+            assert hi is None or lo <= hi
+        assert t["sure_on_beat"] == study.sure(t["on_beat_gap_interval"], -study.GOAL_ON_BEAT, study.GOAL_ON_BEAT)
+        assert g["ratio_interval"] is None or g["sure"] == study.sure(g["ratio_interval"], low=study.GOAL_RATIO)
+    moves = r["interpolation"]
+    assert moves["rho_a_interval"][0] <= moves["mean_rho_a"] <= moves["rho_a_interval"][1]
+    assert "How sure each verdict is" in text and r["interval_draws"] == study.INTERVAL_DRAWS
+
+
+def test_an_interval_resamples_whole_files_and_says_when_a_verdict_could_flip():
+    # Two real files, one all on the beat and one all off: excerpts of one file move together, so
+    # the real mean's interval spans nearly 0..1, where 20 independent excerpts would pin it near 0.5.
+    files = [[1.0] * 10, [0.0] * 10]
+    clustered = study.resampled_means(files, 2000, np.random.default_rng(0))
+    independent = study.resampled_means([[x] for f in files for x in f], 2000, np.random.default_rng(0))
+    assert np.percentile(clustered, 97.5) - np.percentile(clustered, 2.5) > 0.9
+    assert np.percentile(independent, 97.5) - np.percentile(independent, 2.5) < 0.5
+    # 64 files at 0.6 against 0.5: +20%, surely outside a 10% goal; against itself, surely inside
+    same = [[0.5]] * 64
+    gap = study.ratio_interval([[0.6]] * 64, same, 0, minus_one=True)
+    assert gap == pytest.approx([0.2, 0.2]) and study.sure(gap, -0.1, 0.1) is True
+    assert study.sure(study.ratio_interval(same, same, 0, minus_one=True), -0.1, 0.1) is True
+    noisy = study.ratio_interval([[1.0]] * 9 + [[0.0]] * 7, [[1.0], [0.0], [1.0], [1.0]], 0)
+    assert noisy[0] < 0.8 < (noisy[1] or np.inf) and study.sure(noisy, low=0.8) is False
+    # a real side that can resample to 0 (one excerpt heard right in two files): no upper bound
+    assert study.ratio_interval([[1.0]] * 8, [[1.0, 0.0], [0.0, 0.0]], 0)[1] is None
+    assert study.sure([0.85, None], low=0.8) is True and study.sure([0.75, None], low=0.8) is False
+    assert report.met(True, False) == "met, within noise" and report.met(False, True) == "**not met**"
+    assert report.span([0.1, None], percent=True) == "+10..%" and report.span([0.5, 1.25]) == "0.50..1.25"
+
+
 def test_batched_nll_carries_the_state_across_chunks(monkeypatch):
     import torch
 
@@ -209,8 +246,12 @@ def test_a_style_without_test_files_is_reported_not_fatal(tmp_path):
     table = study.split_table(corpus)  # the hash split: one chorale test file, no fiddle one
     assert not any(split == "test" and rel.startswith("fiddle/") for rel, split in table.items())
     classifier = fit_from_corpus(CORPUS, splits=table, styles=STYLES, bars=8, per_file=2)
-    real = study.real_accuracy(classifier, CORPUS, table, STYLES)
-    assert real["fiddle"] is None and 0.0 <= real["chorale"] <= 1.0
+    real, per_file = study.real_accuracy(classifier, CORPUS, table, STYLES)
+    assert real["fiddle"] is None and per_file["fiddle"] == [] and 0.0 <= real["chorale"] <= 1.0
+    # the same excerpts held_out_accuracy scores, kept by file for the ceiling's interval
+    from midigen.evaluation.style import held_out_accuracy
+    assert real["chorale"] == pytest.approx(held_out_accuracy(classifier, CORPUS, "test", table)["chorale"])
+    assert len(per_file["chorale"]) == 1 and len(per_file["chorale"][0]) == 2
     assert study.interpolation_pairs(corpus, CORPUS, STYLES, 2, 0) == []
     assert study.heldout_nll(bundle, corpus, ["fiddle"])["fiddle"] is None
 

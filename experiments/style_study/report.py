@@ -27,8 +27,50 @@ def fmt(value, digits: int = 3) -> str:  # noqa: ANN001
     return f"{value:.{digits}f}"
 
 
-def met(flag) -> str:  # noqa: ANN001
-    return "-" if flag is None else ("met" if flag else "**not met**")
+def met(flag, sure=None) -> str:  # noqa: ANN001
+    """The verdict; "within noise" when the goal's 95% interval straddles its bound (`sure` False)."""
+    verdict = "-" if flag is None else ("met" if flag else "**not met**")
+    return verdict + (", within noise" if flag is not None and sure is False else "")
+
+
+def span(interval, digits: int = 2, percent: bool = False) -> str:  # noqa: ANN001
+    """A 95% interval as "lo..hi" (signed percentages with `percent`), "-" without one."""
+    if not interval:
+        return "-"
+    lo, hi = interval
+    if percent:
+        return f"{100 * lo:+.0f}..{'' if hi is None else f'{100 * hi:+.0f}'}%"
+    return f"{fmt(lo, digits)}..{'' if hi is None else fmt(hi, digits)}"
+
+
+def unsure(results: dict) -> list[str]:
+    """The goals whose 95% interval straddles their bound: "style: goal (verdict)"."""
+    out = []
+    for style, r in (results.get("timing") or {}).items():
+        for key, name in (("usable", "usable ratio"), ("on_beat", "on-beat")):
+            if r.get(f"sure_{key}") is False:
+                out.append(f"{style} {name} ({'met' if r[f'met_{key}'] else 'not met'})")
+    for style, g in results["generated"].items():
+        if g.get("sure") is False:
+            out.append(f"{style} fidelity ({'met' if g['met'] else 'not met'})")
+    moves = results["interpolation"]
+    for end in ("a", "b"):
+        if moves.get(f"sure_{end}") is False:
+            out.append(f"interpolation rho to {end.upper()} ({'met' if moves[f'met_{end}'] else 'not met'})")
+    return out
+
+
+def noise_note(results: dict) -> list[str]:
+    """What the intervals say, in a paragraph: which verdicts another draw of the same size could flip."""
+    if "interval_draws" not in results:
+        return []  # a results.json from before the intervals
+    flips = unsure(results)
+    return [f"How sure each verdict is: every goal's 95% interval comes from {results['interval_draws']:,} bootstrap "
+            "resamples of both sides (generated files; real test files, a file's windows or excerpts drawn "
+            "together). A verdict whose interval straddles the goal's bound is marked *within noise*: another "
+            "seed, or another CPU's float rounding drawing other clips from the same seed, could give the other "
+            "verdict. " + (f"Within noise here: {', '.join(flips)}." if flips else "Every verdict here is clear of "
+                           "its bound.")]
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -47,10 +89,11 @@ def readme_table(results: dict) -> str:
     rows = []
     for style in results["styles"]:
         g, nll = results["generated"][style], results["nll"].get(style) or {}
-        rows.append([style, fmt(g["real_accuracy"]), fmt(g["accuracy"]), fmt(g["ratio"], 2), met(g["met"]),
+        rows.append([style, fmt(g["real_accuracy"]), fmt(g["accuracy"]), fmt(g["ratio"], 2),
+                     span(g.get("ratio_interval")), met(g["met"], g.get("sure")),
                      fmt(nll.get("model_per_note"), 2), fmt(nll.get("ngram_per_note"), 2)])
     lines = table(["style", "classifier on held-out real 8-bar excerpts", f"on {sizes['files']} generated 8-bar files",
-                   f"ratio (goal >= {goal})", "goal", "test NLL per note: model",
+                   f"ratio (goal >= {goal})", "95% interval", "goal", "test NLL per note: model",
                    f"{results['ngram_order']}-gram"], rows)
     if results.get("timing"):
         lines += ["", "In time, file by file (real held-out 8-bar windows vs generated files; see the report):", ""]
@@ -60,9 +103,11 @@ def readme_table(results: dict) -> str:
     moves = results["interpolation"]
     lines += ["", f"Blends: P(a) / (P(a) + P(b)) falls at every step of the weight for {monotone} of {len(blends)} "
               f"style pair(s). Interpolation over {len(moves['pairs'])} held-out pairs: mean Spearman rho of "
-              f"(step, distance to A) {fmt(moves['mean_rho_a'], 2)} ({met(moves['met_a'])}, goal >= "
-              f"{results['goals']['rho']}), of (step, distance to B) {fmt(moves['mean_rho_b'], 2)} "
-              f"({met(moves['met_b'])}, goal <= -{results['goals']['rho']})."]
+              f"(step, distance to A) {fmt(moves['mean_rho_a'], 2)} (95% {span(moves.get('rho_a_interval'))}; "
+              f"{met(moves['met_a'], moves.get('sure_a'))}, goal >= {results['goals']['rho']}), of (step, distance "
+              f"to B) {fmt(moves['mean_rho_b'], 2)} (95% {span(moves.get('rho_b_interval'))}; "
+              f"{met(moves['met_b'], moves.get('sure_b'))}, goal <= -{results['goals']['rho']})."]
+    lines += ["", *noise_note(results)] if noise_note(results) else []
     return "\n".join(lines)
 
 
@@ -77,15 +122,24 @@ def timing_table(results: dict) -> list[str]:
         fidelity = (results["generated"].get(style) or {}).get("ratio")
         rows.append([style, f"{fmt(r['real_on_beat'], 2)} ({fmt(r['p5_train'], 2)})", fmt(m["on_beat"], 2),
                      fmt(rnd["on_beat"], 2), f"{m['below_p5']} / {rnd['below_p5']}", f"{m['off_grid']} / {rnd['off_grid']}",
-                     fmt(r["real_usable"], 2), fmt(m["usable"], 2), fmt(rnd["usable"], 2), fmt(r["usable_ratio"], 2),
-                     met(r["met_usable"]), met(r["met_on_beat"]),
+                     fmt(r["real_usable"], 2), fmt(m["usable"], 2), fmt(rnd["usable"], 2),
+                     f"{fmt(r['usable_ratio'], 2)} ({span(r.get('usable_ratio_interval'))})",
+                     met(r["met_usable"], r.get("sure_usable")),
+                     f"{_percent(r.get('on_beat_gap'))} ({span(r.get('on_beat_gap_interval'), percent=True)}): "
+                     f"{met(r['met_on_beat'], r.get('sure_on_beat'))}",
                      f"{fmt(worst.get('on_beat'), 2)}", f"{fmt(r['real_repetition_half'], 2)} / {fmt(m['repetition_half'], 2)}",
                      fmt(fidelity, 2), fmt(nll, 2)])
     return table(["style", "real on-beat mean (train p5)", "generated on-beat: model start", "random start",
                   "files below p5: model / random", "off the grid: model / random", "usable: real",
-                  "usable: model start", "usable: random start", f"usable ratio (goal >= {goals.get('usable')})",
-                  "usable goal", f"on-beat within {int(100 * goals.get('on_beat', 0))}%", "worst file's on-beat",
+                  "usable: model start", "usable: random start",
+                  f"usable ratio (95% interval; goal >= {goals.get('usable')})", "usable goal",
+                  f"on-beat: generated vs real (95% interval; goal within {int(100 * goals.get('on_beat', 0))}%)",
+                  "worst file's on-beat",
                   "repetition at half: real / generated", "fidelity ratio", "test NLL per note"], rows)
+
+
+def _percent(value) -> str:  # noqa: ANN001
+    return "-" if value is None else f"{100 * value:+.1f}%"
 
 
 def opening_table(results: dict) -> list[str]:
@@ -155,7 +209,10 @@ def render(results: dict) -> str:
               f"`out/` beside this report (not committed).",
               f"- Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, torch "
               f"{results['machine']['torch']} on {results['machine']['torch_threads']} thread(s) (MIDIGEN_THREADS), "
-              f"Python {results['machine']['python']}; finished {results['finished']}."]
+              f"Python {results['machine']['python']}"
+              + (f"; sampling in {results['machine']['sampling']['precision']} with the "
+                 f"{results['machine']['sampling']['kernels']} kernels" if results["machine"].get("sampling") else "")
+              + f"; finished {results['finished']}."]
     if results["styles_not_measured"]:
         lines.append(f"- Not measured: {', '.join(results['styles_not_measured'])} (unknown to the classifier, or not in the corpus).")
     lines += [""]
@@ -182,6 +239,7 @@ def render(results: dict) -> str:
                   f"{results['goals'].get('usable')}x real; mean on-beat share within "
                   f"{int(100 * results['goals'].get('on_beat', 0))}% of real's.", ""]
         lines += timing_table(results)
+        lines += ["", *noise_note(results)] if noise_note(results) else []
         opening = opening_table(results)
         if opening:
             lines += ["", "### Where a clip opens", "",
@@ -202,10 +260,11 @@ def render(results: dict) -> str:
               f"`style={{s: 1.0}}`, each classified whole. Ratio = generated / real; goal >= {goals['ratio']}: "
               f"met for {len(reached)} of {len(judged)} style(s)"
               + (f" ({', '.join(reached)})" if reached else "") + ".", ""]
-    lines += table(["style", "real held-out accuracy", "generated accuracy", "ratio", f"goal >= {goals['ratio']}",
-                    "mean P(style) of generated", "generated files classified as"],
+    lines += table(["style", "real held-out accuracy", "generated accuracy", "ratio", "95% interval",
+                    f"goal >= {goals['ratio']}", "mean P(style) of generated", "generated files classified as"],
                    [[s, fmt(generated[s]["real_accuracy"]), fmt(generated[s]["accuracy"]), fmt(generated[s]["ratio"]),
-                     met(generated[s]["met"]), fmt(generated[s]["mean_probability"]),
+                     span(generated[s].get("ratio_interval")), met(generated[s]["met"], generated[s].get("sure")),
+                     fmt(generated[s]["mean_probability"]),
                      ", ".join(f"{k} {v}" for k, v in generated[s]["classified_as"].items())
                      + (f" ({generated[s]['silent_or_unreadable']} silent)" if generated[s]["silent_or_unreadable"]
                         else "")] for s in styles])
@@ -262,10 +321,12 @@ def render(results: dict) -> str:
                   "style features and those of A's (B's) whole file, each feature divided by the classifier's "
                   "scale (its training standard deviation), averaged over the step's clips. Spearman rho of "
                   "(step, distance) per pair, averaged over the pairs.", ""]
-        lines += table(["", "mean rho", "goal", "", "pairs meeting it alone"],
-                       [["(step, distance to A)", fmt(moves["mean_rho_a"]), f">= {goals['rho']}", met(moves["met_a"]),
+        lines += table(["", "mean rho", "95% interval (pairs resampled)", "goal", "", "pairs meeting it alone"],
+                       [["(step, distance to A)", fmt(moves["mean_rho_a"]), span(moves.get("rho_a_interval")),
+                         f">= {goals['rho']}", met(moves["met_a"], moves.get("sure_a")),
                          f"{moves['pairs_rising_a']} of {len(moves['pairs'])}"],
-                        ["(step, distance to B)", fmt(moves["mean_rho_b"]), f"<= -{goals['rho']}", met(moves["met_b"]),
+                        ["(step, distance to B)", fmt(moves["mean_rho_b"]), span(moves.get("rho_b_interval")),
+                         f"<= -{goals['rho']}", met(moves["met_b"], moves.get("sure_b")),
                          f"{moves['pairs_falling_b']} of {len(moves['pairs'])}"]])
         if "mean_rho_a_single" in moves:
             lines += ["", f"With one clip per step (the first variation alone, what `--num 1` shows) the same means "

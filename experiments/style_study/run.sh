@@ -2,7 +2,7 @@
 # The style study on the shipped model and the default corpus: writes
 # experiments/style_study/REPORT.md and results.json (generated MIDI under out/, not committed).
 #
-#   bash experiments/style_study/run.sh            # the full study (about 1.5 minutes on 2 CPU cores)
+#   bash experiments/style_study/run.sh            # the full study (about 4 minutes on 2 CPU cores)
 #   bash experiments/style_study/run.sh --quick    # smoke run: a few files, 2 interpolation pairs
 #
 # Extra arguments go to study.py (--files N, --pairs N, --all-pairs, --model DIR ...; a later

@@ -59,6 +59,7 @@ GOAL_RHO = 0.8  # mean Spearman rho of (step, distance to A) >= this; to B <= -t
 GOAL_USABLE = 0.95  # usable share of generated files / of real held-out windows, per style
 GOAL_ON_BEAT = 0.10  # |generated mean on-beat share / real's - 1| at most this, per style
 NGRAM_ORDER = 4
+INTERVAL_DRAWS = 2000  # bootstrap resamples behind each goal's 95% interval
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Sizes:
     """How much the study generates. `files` per style, `blend_files` per blend weight,
     `pairs` interpolations of `steps` clips; every clip `bars` 4/4 bars long."""
 
-    files: int = 64
+    files: int = 128
     blend_files: int = 32
     pairs: int = 20
     steps: int = 5
@@ -157,16 +158,73 @@ def style_classifier(bundle, root: Path, splits: Mapping[str, str], options: dic
 # --- 1. real held-out accuracy ---------------------------------------------------------------
 
 
-def real_accuracy(classifier, root: Path, splits: Mapping[str, str], styles: list[str]) -> dict:  # noqa: ANN001
-    """{style: the classifier's accuracy on the TEST files' excerpts, or None without test files}."""
-    from midigen.errors import MidigenError
-    from midigen.evaluation.style import held_out_accuracy
+def real_accuracy(classifier, root: Path, splits: Mapping[str, str], styles: list[str]) -> tuple[dict, dict]:  # noqa: ANN001
+    """({style: the classifier's accuracy on the TEST files' excerpts, or None without test files},
+    {style: [per test file, 1.0/0.0 for each of its excerpts]}: the same excerpts as
+    `held_out_accuracy` draws (the classifier's own excerpt settings), kept by file so the
+    ceiling's interval resamples whole files)."""
+    from midigen.evaluation.style import corpus_examples
 
-    try:
-        accuracy = held_out_accuracy(classifier, root, split="test", splits=splits)
-    except MidigenError:  # no test file of any style
-        accuracy = {}
-    return {style: accuracy.get(style) for style in styles}
+    info = classifier.info
+    features, labels, rels = corpus_examples(root, "test", splits, classifier.styles, info.get("bars", 8),
+                                             info.get("per_file", 8), False, info.get("val_fraction", 0.1),
+                                             info.get("test_fraction", 0.1), info.get("seed", 0))
+    predicted = classifier.predict(features) if labels else []
+    by_file: dict[str, dict[str, list[float]]] = {}
+    for guess, label, rel in zip(predicted, labels, rels):
+        by_file.setdefault(label, {}).setdefault(rel, []).append(float(guess == label))
+    per_file = {style: list(by_file.get(style, {}).values()) for style in styles}
+    accuracy = {style: float(np.mean([x for f in per_file[style] for x in f])) if per_file[style] else None
+                for style in styles}
+    return accuracy, per_file
+
+
+# --- how sure a goal's verdict is ----------------------------------------------------------------
+
+
+def resampled_means(groups: list, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """The mean of all values over `draws` bootstrap resamples of whole groups: a file's windows
+    (or excerpts) are drawn together, since they are not independent of each other; one group
+    per generated file."""
+    sums = np.array([float(np.sum(g)) for g in groups])
+    counts = np.array([len(g) for g in groups], dtype=float)
+    pick = rng.integers(0, len(groups), size=(draws, len(groups)))
+    return sums[pick].sum(axis=1) / np.maximum(counts[pick].sum(axis=1), 1.0)
+
+
+def ratio_interval(generated: list, real: list, seed: int, minus_one: bool = False) -> list[float] | None:
+    """The 95% bootstrap interval of mean(generated) / mean(real) (- 1 with `minus_one`), both
+    sides resampled by group (`resampled_means`), seeded so a re-render gives the same bounds.
+    None when either side is empty; an upper bound None where over 2.5% of the resamples put the
+    real mean at 0 (a style with a test file or two: the ratio has no upper bound there)."""
+    if not generated or not real:
+        return None
+    rng = np.random.default_rng(seed)
+    top, bottom = resampled_means(generated, INTERVAL_DRAWS, rng), resampled_means(real, INTERVAL_DRAWS, rng)
+    values = np.full(INTERVAL_DRAWS, np.inf)
+    np.divide(top, bottom, out=values, where=bottom > 0)
+    lo, hi = np.quantile(values - (1.0 if minus_one else 0.0), [0.025, 0.975], method="inverted_cdf")
+    return [float(lo), float(hi) if np.isfinite(hi) else None]
+
+
+def mean_interval(values: list[float], seed: int) -> list[float] | None:
+    """The 95% bootstrap interval of the mean of independent values (interpolation's pairs)."""
+    if not values:
+        return None
+    means = resampled_means([[v] for v in values], INTERVAL_DRAWS, np.random.default_rng(seed))
+    return [float(v) for v in np.percentile(means, [2.5, 97.5])]
+
+
+def sure(interval: list[float] | None, low: float | None = None, high: float | None = None) -> bool | None:
+    """Whether the verdict on a goal "low <= value <= high" holds for the whole interval: all of it
+    inside, or all of it outside on one side. False: the interval straddles a bound, so another
+    draw of the same size (another seed, another machine's rounding) could give the other verdict."""
+    if interval is None:
+        return None
+    lo, hi = interval[0], np.inf if interval[1] is None else interval[1]
+    inside = (low is None or lo >= low) and (high is None or hi <= high)
+    outside = (low is not None and hi < low) or (high is not None and lo > high)
+    return bool(inside or outside)
 
 
 # --- 2. generated accuracy -------------------------------------------------------------------
@@ -181,8 +239,10 @@ def write_clips(results: list[dict], folder: Path) -> Path:
     return folder
 
 
-def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: Path, sizes: Sizes) -> dict:  # noqa: ANN001
-    """{style: fidelity of `sizes.files` clips generated with style={style: 1}, against the real ceiling}."""
+def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: Path, sizes: Sizes,  # noqa: ANN001
+                       real_files: dict | None = None) -> dict:
+    """{style: fidelity of `sizes.files` clips generated with style={style: 1}, against the real
+    ceiling}; with `real_files` (real_accuracy's excerpts by file) the ratio's 95% interval too."""
     from midigen.evaluation.style import classify_files
     from midigen.producer.generate import GenerateRequest, generate_batch
 
@@ -195,7 +255,9 @@ def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: P
         summary = verdict["folder"]
         ceiling = real.get(style)
         ratio = summary["fidelity"] / ceiling if ceiling else None
-        rows[style] = {"files": summary["n_files"], "silent_or_unreadable": len(verdict["skipped"]),
+        heard = [[float(v["style"] == style)] for v in verdict["files"].values()]
+        interval = ratio_interval(heard, (real_files or {}).get(style) or [], sizes.seed)
+        rows[style] = {"ratio_interval": interval, "sure": sure(interval, low=GOAL_RATIO),"files": summary["n_files"], "silent_or_unreadable": len(verdict["skipped"]),
                        "accuracy": summary["fidelity"], "mean_probability": summary["expected_probability"],
                        "classified_as": summary["counts"], "mean_probabilities": summary["mean_probabilities"],
                        "real_accuracy": ceiling, "ratio": ratio,
@@ -226,6 +288,7 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                      "styles": {style: {"metrics": {"on_beat": {"p5": p5}}, "windows": bounds[style]["windows"]}}}
         by_file = [_windows(root / rel, sizes.bars, window_metrics) for rel, split in splits.items()
                    if split == "test" and rel.startswith(style + "/")]
+        by_file = [rows_of_file for rows_of_file in by_file if rows_of_file]
         windows = [w for rows_of_file in by_file for w in rows_of_file]
         real_usable = [usable(w, p5)[0] for w in windows]
         row = {"p5_train": p5, "train_windows": bounds[style]["windows"], "real_windows": len(windows),
@@ -234,7 +297,8 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                "real_repetition_half": _mean(np.array([w["repetition_half"] for w in windows])),
                "real_opening": register(windows),
                # a piece's own opening: the first whole 8 bars of each test file (after a pickup bar)
-               "real_opening_first": register([rows_of_file[0] for rows_of_file in by_file if rows_of_file])}
+               "real_opening_first": register([rows_of_file[0] for rows_of_file in by_file])}
+        generated_files: dict[str, list] = {}
         # the default opening (the request's), the seed's random first pitch, and a bar's lead-in
         for start, changes in (("model", {}), ("random", {"start": "random"}), ("model_lead_in", {"lead_in": 1})):
             req = GenerateRequest(num=sizes.files, bars=sizes.bars, style={style: 1.0}, seed=sizes.seed,
@@ -243,6 +307,7 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
             write_clips(clips, out / f"timing_{start}" / style)
             verdict = judge(clips, req, bundle, reference)
             files = verdict["files"]
+            generated_files[start] = list(files.values())
             on_beats = np.array([f["on_beat"] for f in files.values()])
             row[start] = {"on_beat": _mean(on_beats), "usable": _mean(np.array([f["usable"] for f in files.values()],
                                                                                   dtype=float)),
@@ -256,6 +321,15 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
         row["met_usable"] = None if row["usable_ratio"] is None else bool(row["usable_ratio"] >= GOAL_USABLE)
         row["on_beat_gap"] = model["on_beat"] / row["real_on_beat"] - 1 if row["real_on_beat"] else None
         row["met_on_beat"] = None if row["on_beat_gap"] is None else bool(abs(row["on_beat_gap"]) <= GOAL_ON_BEAT)
+        # how sure each verdict is: both sides resampled, the real windows a test file at a time
+        mine = generated_files["model"]
+        row["usable_ratio_interval"] = ratio_interval([[float(f["usable"])] for f in mine],
+                                                      [[float(usable(w, p5)[0]) for w in f] for f in by_file], sizes.seed)
+        row["sure_usable"] = sure(row["usable_ratio_interval"], low=GOAL_USABLE)
+        row["on_beat_gap_interval"] = ratio_interval([[f["on_beat"]] for f in mine],
+                                                     [[w["on_beat"] for w in f] for f in by_file], sizes.seed,
+                                                     minus_one=True)
+        row["sure_on_beat"] = sure(row["on_beat_gap_interval"], low=-GOAL_ON_BEAT, high=GOAL_ON_BEAT)
         rows[style] = row
     return rows
 
@@ -440,7 +514,10 @@ def interpolation(bundle, classifier, pairs: list[dict], out: Path, sizes: Sizes
         return {"pairs": [], "mean_rho_a": None, "mean_rho_b": None, "met_a": None, "met_b": None}
     mean_rho_a = float(np.mean([r["rho_a"] for r in rows]))
     mean_rho_b = float(np.mean([r["rho_b"] for r in rows]))
-    return {"pairs": rows, "steps": sizes.steps, "weights_of_b": [i / (sizes.steps - 1) for i in steps],
+    interval_a = mean_interval([r["rho_a"] for r in rows], sizes.seed)
+    interval_b = mean_interval([r["rho_b"] for r in rows], sizes.seed)
+    return {"rho_a_interval": interval_a, "rho_b_interval": interval_b,
+            "sure_a": sure(interval_a, low=GOAL_RHO), "sure_b": sure(interval_b, high=-GOAL_RHO),"pairs": rows, "steps": sizes.steps, "weights_of_b": [i / (sizes.steps - 1) for i in steps],
             "mean_rho_a": mean_rho_a, "mean_rho_b": mean_rho_b,
             "met_a": bool(mean_rho_a >= GOAL_RHO), "met_b": bool(mean_rho_b <= -GOAL_RHO),
             "mean_d_a": np.mean([r["d_a"] for r in rows], axis=0).tolist(),
@@ -458,15 +535,21 @@ def interpolation(bundle, classifier, pairs: list[dict], out: Path, sizes: Sizes
 
 def run_study(model: str, corpus_root: str | Path, out: str | Path, sizes: Sizes = FULL,
               cache_dir: str | Path | None = None, all_pairs: bool = False,
-              splits: Mapping[str, str] | None = None, command: str | None = None) -> dict:
+              splits: Mapping[str, str] | None = None, command: str | None = None, precision: str = "fp32") -> dict:
     """Every measurement of the study, as the dict results.json holds (also written there).
 
     `model`: a bundle folder (or anything `midigen generate --model` takes); `corpus_root`: a
     `<root>/<style>/*.mid` corpus; `out`: where results.json, REPORT.md and out/ go;
-    `cache_dir`: the token cache (default: the repo's data/cache, as training uses)."""
+    `cache_dir`: the token cache (default: the repo's data/cache, as training uses); `precision`:
+    of the sampler's step matmuls (MIDIGEN_PRECISION for the run): fp32 by default, so the clips a
+    seed draws, and with them the verdicts, repeat on other machines (bf16 rounding differs between
+    CPUs); "auto" for what `midigen generate` uses on this CPU."""
     import torch
 
     threads = torch.get_num_threads()
+    before = os.environ.get("MIDIGEN_PRECISION")
+    if precision != "auto":
+        os.environ["MIDIGEN_PRECISION"] = precision
     # Every forward pass here is small (one clip, or a few dozen files): on a shared CPU one
     # thread is several times faster than two contending ones (measured: 3 s against 66 s for
     # one interpolation). MIDIGEN_THREADS overrides it, as for training.
@@ -475,6 +558,10 @@ def run_study(model: str, corpus_root: str | Path, out: str | Path, sizes: Sizes
         return _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, command)
     finally:
         torch.set_num_threads(threads)
+        if before is None:
+            os.environ.pop("MIDIGEN_PRECISION", None)
+        else:
+            os.environ["MIDIGEN_PRECISION"] = before
 
 
 def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, command) -> dict:  # noqa: ANN001
@@ -507,9 +594,9 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
     # what the model and the classifier know and the corpus holds (a corpus of some styles measures those)
     styles = [s for s in bundle.styles if s in classifier.styles and s in corpus.styles]
     t = phase("classifier", t)
-    real = real_accuracy(classifier, root, table, styles)
+    real, real_files = real_accuracy(classifier, root, table, styles)
     t = phase("real_accuracy", t)
-    generated = generated_accuracy(bundle, classifier, styles, real, clips, sizes)
+    generated = generated_accuracy(bundle, classifier, styles, real, clips, sizes, real_files)
     t = phase("generated", t)
     in_time = timing(bundle, styles, root, table, clips, sizes)
     t = phase("timing", t)
@@ -530,6 +617,7 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
         "styles": styles, "styles_not_measured": [s for s in bundle.styles if s not in styles],
         "classifier": {"source": source, "styles": classifier.styles, "info": classifier.info},
         "goals": {"ratio": GOAL_RATIO, "rho": GOAL_RHO, "usable": GOAL_USABLE, "on_beat": GOAL_ON_BEAT},
+        "interval_draws": INTERVAL_DRAWS,
         "blend_weights": list(BLEND_WEIGHTS), "timing": in_time,
         "ngram_order": NGRAM_ORDER, "nll_chunk": NLL_CHUNK, "real_accuracy": real, "generated": generated,
         "blends": blends, "nll": nll,
@@ -551,7 +639,12 @@ def machine() -> dict:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    from midigen.model import resolve_precision
+    from midigen.producer.native import resolve
+
+    # what decides which clips a seed draws here: the step matmuls' precision and the kernels
+    sampling = {"precision": resolve_precision("auto"), "kernels": "native" if resolve("auto") else "python"}
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "sampling": sampling,
             "torch": torch.__version__, "python": platform.python_version(), "system": platform.platform(terse=True)}
 
 
@@ -591,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"interpolation's mix of the two distributions (default {FULL.mix})")
     p.add_argument("--all-pairs", action="store_true", help="blend every pair of styles, not neighbours in a ring")
     p.add_argument("--cache", default=None, help="token cache folder (default data/cache)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="the sampler's step matmuls (default fp32: the same clips from a seed on other machines; "
+                        "auto: what generate uses on this CPU)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK.files} files per style, {QUICK.blend_files} per blend weight, "
                         f"{QUICK.pairs} interpolation pairs")
@@ -606,7 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     from midigen.errors import MidigenError
 
     try:
-        results = run_study(args.model, args.corpus, args.out, sizes, args.cache, args.all_pairs, command=command)
+        results = run_study(args.model, args.corpus, args.out, sizes, args.cache, args.all_pairs, command=command,
+                            precision=args.precision)
     except MidigenError as exc:
         print(f"style study: {exc}", file=sys.stderr)
         return 1
