@@ -160,6 +160,65 @@ def test_the_sampler_reads_each_event_at_its_bar_position(how, fed, kernels):
     assert torch.allclose(fed[0][2], reference[:, -1].expand(3, -1), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("meter,beats", [("3/4", 3), ("6/8", 3), ("2/4", 2), ("4/4", 4)])
+def test_a_clip_in_another_meter_is_counted_written_and_judged_in_it(meter, beats, fed, tmp_path):
+    """--meter: the model reads every event at its place in the request's bar (a 6/8 bar is 3
+    beats, as training counts it), the file carries the time signature and lasts its bars, and
+    its metrics count its bars (a clip of whole bars ends on a bar line)."""
+    import io
+
+    import mido
+
+    from midigen.evaluation.metrics import note_metrics
+    from midigen.producer.bundle import Bundle
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.report import judge
+    from midigen.producer.request import GenerateRequest
+
+    bundle = Bundle(position_model(bar_beats=4), BEAT, {}, tmp_path)
+    req = GenerateRequest(num=3, bars=5, seed=2, max_copy=None, kernels="python", meter=meter)
+    assert req.bar_beats == beats
+    clips = generate_batch(bundle, req)
+    bar = beats * BEAT.grid
+    ids = torch.stack([i for i, _, _ in fed], 1).numpy()
+    got = torch.stack([p for _, p, _ in fed], 1).numpy()
+    warm_up = np.array([sampling.neutral_start(BEAT)])
+    for row, at in zip(ids, got):  # a model start: its warm-up beat ends on the first bar line
+        assert np.array_equal(at, bar_positions(np.concatenate([warm_up[:-1], row]), BEAT, bar, -BEAT.grid))
+    assert got.max() < bar and (beats == 4 or got.max() >= bar - BEAT.grid)  # the last beat of the bar is reached
+    for clip in clips:
+        midi = mido.MidiFile(file=io.BytesIO(clip["midi"]))
+        (signature,) = [m for m in midi.tracks[0] if m.type == "time_signature"]
+        assert f"{signature.numerator}/{signature.denominator}" == meter
+        assert clip["end_tick"] == 5 * beats * midi.ticks_per_beat
+        assert sum(m.time for m in midi.tracks[0]) == clip["end_tick"]  # the end-of-track on the last bar line
+    verdict = judge(clips, req, bundle)
+    assert all(row["ends_on_bar"] for row in verdict["files"].values())
+    if beats == 3:  # 15 beats is no whole number of 4/4 bars: the meter is what makes the end a bar line
+        notes = clips[0]["notes"]
+        assert not note_metrics(*notes, 960, end_tick=clips[0]["end_tick"])["ends_on_bar"]
+
+
+@pytest.mark.parametrize("meter,words", [("9/8", "whole quarter-note beats"), ("3/5", "such as 4/4"),
+                                          ("waltz", "such as 4/4"), ("16/4", "1 to 8 whole quarter-note beats")])
+def test_a_meter_that_cannot_be_is_one_clear_line(meter, words):
+    from midigen.producer.request import GenerateRequest, RequestError
+
+    with pytest.raises(RequestError, match=words):
+        GenerateRequest.from_fields({"meter": meter}, flags=True)
+
+
+def test_a_bar_longer_than_the_model_knows_is_one_clear_line(tmp_path):
+    from midigen.errors import MidigenError
+    from midigen.producer.bundle import Bundle
+    from midigen.producer.generate import generate_batch
+    from midigen.producer.request import GenerateRequest
+
+    bundle = Bundle(position_model(bar_beats=4), BEAT, {}, tmp_path)
+    with pytest.raises(MidigenError, match=r"--meter 6/4: a bar of 6 beats; this model knows bars of up to 4"):
+        generate_batch(bundle, GenerateRequest(num=1, bars=2, seed=1, max_copy=None, meter="6/4"))
+
+
 def test_the_sampler_refuses_what_a_position_model_cannot_read():
     model = position_model(bar_beats=4)
     with pytest.raises(ValueError, match="seed-mode tokens have none"):

@@ -138,6 +138,33 @@ def timing_table(results: dict) -> list[str]:
                   "repetition at half: real / generated", "fidelity ratio", "test NLL per note"], rows)
 
 
+def meter_table(results: dict) -> list[str]:
+    """Styles whose music is mostly in bars of other than 4 beats: their clips in 4/4 and in that meter."""
+    goals, rows = results["goals"], []
+    for style, r in (results.get("timing") or {}).items():
+        own, theirs = r.get("own_meter"), r.get("model_own_meter")
+        if not own or not theirs:
+            continue
+        m = r["model"]
+        rows.append([style, f"{own['meter']} ({100 * own['share']:.0f}% of the time in {own['beats']}-beat bars)",
+                     fmt(r["real_on_beat"], 2), f"{fmt(m['on_beat'], 2)} / {fmt(theirs['on_beat'], 2)}",
+                     f"{_percent(r.get('on_beat_gap'))} / {_percent(theirs.get('on_beat_gap'))} "
+                     f"({span(theirs.get('on_beat_gap_interval'), percent=True)}): "
+                     f"{met(theirs.get('met_on_beat'), theirs.get('sure_on_beat'))}",
+                     fmt(r["real_usable"], 2), f"{fmt(m['usable'], 2)} / {fmt(theirs['usable'], 2)}",
+                     f"{fmt(r.get('usable_ratio'), 2)} / {fmt(theirs.get('usable_ratio'), 2)} "
+                     f"({span(theirs.get('usable_ratio_interval'))}): "
+                     f"{met(theirs.get('met_usable'), theirs.get('sure_usable'))}",
+                     f"{theirs['below_p5']} / {theirs['off_grid']}", fmt((theirs.get("worst") or {}).get("on_beat"), 2)])
+    if not rows:
+        return []
+    return table(["style", "its own meter (TRAIN files)", "real on-beat", "generated on-beat: 4/4 / own meter",
+                  f"vs real: 4/4 / own meter (95% interval; goal within {int(100 * goals.get('on_beat', 0))}%)",
+                  "usable: real", "usable: 4/4 / own meter",
+                  f"usable ratio: 4/4 / own meter (95% interval; goal >= {goals.get('usable')})",
+                  "own meter: files below p5 / off the grid", "own meter: worst file's on-beat"], rows)
+
+
 def _percent(value) -> str:  # noqa: ANN001
     return "-" if value is None else f"{100 * value:+.1f}%"
 
@@ -240,6 +267,14 @@ def render(results: dict) -> str:
                   f"{int(100 * results['goals'].get('on_beat', 0))}% of real's.", ""]
         lines += timing_table(results)
         lines += ["", *noise_note(results)] if noise_note(results) else []
+        meters = meter_table(results)
+        if meters:
+            lines += ["", "### In the style's own meter", "",
+                      "Styles whose TRAIN files spend most of their time in bars of other than 4 beats: the same "
+                      f"request in 4/4 (the default, above) and with `meter=` the signature they use most (a clip of "
+                      f"{sizes['bars']} bars of it). Real: the same TEST windows, whatever their meter. On-beat counts "
+                      "quarter-note beats in any meter.", ""]
+            lines += meters
         opening = opening_table(results)
         if opening:
             lines += ["", "### Where a clip opens", "",

@@ -299,8 +299,14 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                # a piece's own opening: the first whole 8 bars of each test file (after a pickup bar)
                "real_opening_first": register([rows_of_file[0] for rows_of_file in by_file])}
         generated_files: dict[str, list] = {}
-        # the default opening (the request's), the seed's random first pitch, and a bar's lead-in
-        for start, changes in (("model", {}), ("random", {"start": "random"}), ("model_lead_in", {"lead_in": 1})):
+        # the default opening (the request's), the seed's random first pitch, a bar's lead-in, and
+        # (for a style whose music is mostly in bars of other than 4 beats) the style's own meter
+        meter = own_meter(root, [rel for rel in train if rel.startswith(style + "/")])
+        row["own_meter"] = meter
+        variants = [("model", {}), ("random", {"start": "random"}), ("model_lead_in", {"lead_in": 1})]
+        if meter and meter["beats"] != 4:
+            variants.append(("model_own_meter", {"meter": meter["meter"]}))
+        for start, changes in variants:
             req = GenerateRequest(num=sizes.files, bars=sizes.bars, style={style: 1.0}, seed=sizes.seed,
                                   max_copy=None, name=style, **changes)
             clips = generate_batch(bundle, req)
@@ -330,8 +336,60 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                                                      [[w["on_beat"] for w in f] for f in by_file], sizes.seed,
                                                      minus_one=True)
         row["sure_on_beat"] = sure(row["on_beat_gap_interval"], low=-GOAL_ON_BEAT, high=GOAL_ON_BEAT)
+        if "model_own_meter" in generated_files:  # the same goals, for clips in the style's own meter
+            theirs = row["model_own_meter"]
+            theirs["usable_ratio"] = theirs["usable"] / row["real_usable"] if row["real_usable"] else None
+            theirs["on_beat_gap"] = theirs["on_beat"] / row["real_on_beat"] - 1 if row["real_on_beat"] else None
+            theirs["usable_ratio_interval"] = ratio_interval(
+                [[float(f["usable"])] for f in generated_files["model_own_meter"]],
+                [[float(usable(w, p5)[0]) for w in f] for f in by_file], sizes.seed)
+            theirs["on_beat_gap_interval"] = ratio_interval(
+                [[f["on_beat"]] for f in generated_files["model_own_meter"]],
+                [[w["on_beat"] for w in f] for f in by_file], sizes.seed, minus_one=True)
+            theirs["met_usable"] = None if theirs["usable_ratio"] is None else bool(theirs["usable_ratio"] >= GOAL_USABLE)
+            theirs["met_on_beat"] = None if theirs["on_beat_gap"] is None else bool(abs(theirs["on_beat_gap"]) <= GOAL_ON_BEAT)
+            theirs["sure_usable"] = sure(theirs["usable_ratio_interval"], low=GOAL_USABLE)
+            theirs["sure_on_beat"] = sure(theirs["on_beat_gap_interval"], low=-GOAL_ON_BEAT, high=GOAL_ON_BEAT)
         rows[style] = row
     return rows
+
+
+def own_meter(root: Path, rels: list[str]) -> dict | None:
+    """The time signature a style's music spends most of its time in: {"meter": "6/8", "beats": 3,
+    "share": of the files' time in bars of that many beats, "signature_share": of it in that
+    signature}, over `rels` (its TRAIN files); bars are counted in quarter-note beats as training
+    counts them (3/4 and 6/8: 3). None without readable files."""
+    from midigen.data.midi_io import read_midi
+    from midigen.errors import MidiReadError
+
+    by_beats: Counter = Counter()
+    by_signature: Counter = Counter()
+    for rel in rels:
+        try:
+            notes = read_midi(root / rel)
+        except MidiReadError:
+            continue
+        if not notes.off.size:
+            continue
+        end = int(notes.off.max())
+        signatures = sorted(notes.time_signatures) or [(0, 4, 4)]
+        if signatures[0][0] > 0:
+            signatures.insert(0, (0, 4, 4))
+        for (tick, num, den), (after, _, _) in zip(signatures, [*signatures[1:], (end, 0, 0)]):
+            if num < 1 or den < 1:
+                continue
+            span = max(min(after, end) - tick, 0) / notes.ticks_per_beat
+            by_beats[num * 4 / den] += span
+            by_signature[(num, den)] += span
+    total = sum(by_beats.values())
+    if not total:
+        return None
+    beats = max((b for b in by_beats if b == int(b) and b >= 1), key=by_beats.get, default=None)
+    if beats is None:
+        return None
+    num, den = max((sig for sig in by_signature if sig[0] * 4 / sig[1] == beats), key=by_signature.get)
+    return {"meter": f"{num}/{den}", "beats": int(beats), "share": by_beats[beats] / total,
+            "signature_share": by_signature[(num, den)] / by_beats[beats]}
 
 
 def register(rows: list[dict], real: dict | None = None) -> dict:

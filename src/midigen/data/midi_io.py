@@ -159,12 +159,14 @@ def write_midi(
     end_tick: int | None = None,
     track_name: str = "midigen",
     channel: int = 0,
+    meter: tuple[int, int] = (BEATS_PER_BAR, 4),
 ) -> Path:
     """Write notes (in ticks at TICKS_PER_BEAT) as a type-0 standard MIDI file.
 
     Notes starting at or after `end_tick` are dropped and notes sounding past it are cut
     there; the end-of-track lands exactly on `end_tick`, so a clip of whole bars loops.
     Zero-length notes are dropped. At one tick, note-offs are written before note-ons.
+    `meter`: the time signature written at tick 0, (numerator, denominator).
     """
     on = np.asarray(on_ticks, dtype=np.int64)
     off = np.asarray(off_ticks, dtype=np.int64)
@@ -178,7 +180,7 @@ def write_midi(
     track = mido.MidiTrack()
     track.append(mido.MetaMessage("track_name", name=track_name, time=0))
     track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
-    track.append(mido.MetaMessage("time_signature", numerator=BEATS_PER_BAR, denominator=4, time=0))
+    track.append(mido.MetaMessage("time_signature", numerator=meter[0], denominator=meter[1], time=0))
     times = np.concatenate([off, on])
     kinds = np.concatenate([np.zeros(off.size, np.int64), np.ones(on.size, np.int64)])
     both = np.concatenate([pitch, pitch])

@@ -101,12 +101,14 @@ def note_arrays(on_ticks, off_ticks, pitches, ticks_per_beat: float) -> tuple[np
     return on, off, pitch, tpb
 
 
-def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: int | None = None) -> dict:
+def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: int | None = None,
+                 time_signatures=None) -> dict:
     """The metrics (keys in METRIC_KEYS, see the module docstring) of notes held in memory.
 
     `on_ticks`, `off_ticks`: note starts and ends in ticks; `pitches`: MIDI note numbers;
     `end_tick`: where the clip ends (default: the last note-off; give it, so that a clip
-    ending in a rest has all its bars for `repetition_half`). Bars are 4/4 from tick 0.
+    ending in a rest has all its bars for `repetition_half`); `time_signatures`:
+    [(tick, numerator, denominator)] as `bar_lines` reads them (default: 4/4 from tick 0).
     Notes can be in any order and overlap. Arrays cannot leave a note open, so
     `hanging_notes` here counts the notes whose off tick is not after their on tick (a
     MIDI writer drops such a note or leaves it hanging); they are also `zero_length_notes`.
@@ -115,13 +117,14 @@ def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: 
     zero_length = int(np.count_nonzero(off <= on))
     if end_tick is None:
         end_tick = int(max(on.max(), off.max())) if on.size else 0
-    metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick)
+    bars = bar_lines(time_signatures or [], tpb, end_tick) if time_signatures else None
+    metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick, bars, time_signatures)
     metrics["hanging_notes"] = zero_length
     metrics["zero_length_notes"] = zero_length
     return {k: metrics[k] for k in METRIC_KEYS}
 
 
-def _timing_and_pitch_metrics(on, off, pitch, tpb: float, end_tick: int, bars=None) -> dict:
+def _timing_and_pitch_metrics(on, off, pitch, tpb: float, end_tick: int, bars=None, time_signatures=None) -> dict:
     n = int(on.size)
     duration_beats = max(float(end_tick), 0.0) / tpb
     bars = bar_lines([], tpb, end_tick) if bars is None else bars
@@ -142,8 +145,18 @@ def _timing_and_pitch_metrics(on, off, pitch, tpb: float, end_tick: int, bars=No
         "polyphony": 0.0 if sounding is None else sounding,
         "note_density": n / duration_beats if duration_beats > 0 else 0.0,
         "long_notes": long_notes(on, off, tpb),
-        "ends_on_bar": bool(end_tick > 0 and _grid_distance(end_tick, BEATS_PER_BAR * tpb) <= _tolerance(tpb)),
+        "ends_on_bar": ends_on_bar(end_tick, tpb, time_signatures),
     }
+
+
+def ends_on_bar(end_tick: float, tpb: float, time_signatures=None) -> bool:
+    """Whether a clip ending at `end_tick` ends on a bar line of its meter (`bar_lines`; 4/4
+    without signatures), within the grid's tolerance: a clip of whole bars loops."""
+    if end_tick <= 0:
+        return False
+    tolerance = _tolerance(tpb)
+    lines = bar_lines(time_signatures or [], tpb, end_tick + tolerance + 1)
+    return bool(lines.size and np.abs(lines - end_tick).min() <= tolerance)
 
 
 def key_and_in_scale(pitches, durations=None) -> tuple[str | None, float | None]:
@@ -437,7 +450,7 @@ def file_metrics(path: str | Path) -> dict:
     raw = raw_file_facts(path)
     end_tick = max(raw["end_tick"], int(off.max()) if off.size else 0)
     bars = bar_lines(notes.time_signatures, tpb, end_tick)
-    metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick, bars)
+    metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick, bars, notes.time_signatures)
     metrics["hanging_notes"] = raw["hanging_notes"]
     metrics["zero_length_notes"] = int(np.count_nonzero(off <= on))
     return {k: metrics[k] for k in METRIC_KEYS}

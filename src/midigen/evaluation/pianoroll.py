@@ -27,11 +27,13 @@ BLACK_ROW, BAR_LINE, BEAT_LINE = "#ececec", "#555555", "#d0d0d0"
 
 
 def pianoroll_from_notes(on_ticks, off_ticks, pitches, ticks_per_beat: float, png_path: str | Path,
-                         title: str | None = None, end_tick: int | None = None) -> Path:
+                         title: str | None = None, end_tick: int | None = None,
+                         meter: tuple[int, int] = (BEATS_PER_BAR, 4)) -> Path:
     """Draw notes (ticks at `ticks_per_beat`, MIDI pitches) as a piano roll PNG at `png_path`.
 
     The picture runs from tick 0 to `end_tick` (default: the last note-off), rounded up to
-    a whole bar. Notes of zero length are drawn as thin slivers. Returns the PNG's path.
+    a whole bar of `meter` (numerator, denominator; a bar of whole beats is drawn with its beat
+    lines). Notes of zero length are drawn as thin slivers. Returns the PNG's path.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import PolyCollection
@@ -41,8 +43,9 @@ def pianoroll_from_notes(on_ticks, off_ticks, pitches, ticks_per_beat: float, pn
     off = np.asarray(off_ticks, dtype=np.float64).ravel() / ticks_per_beat  # beats
     pitch = np.asarray(pitches, dtype=np.int64).ravel()
     end = max(float(end_tick or 0) / ticks_per_beat, float(off.max()) if off.size else 0.0, 1e-9)
-    bars = max(1, int(np.ceil(end / BEATS_PER_BAR - 1e-9)))
-    span = bars * BEATS_PER_BAR
+    bar = meter[0] * 4 / meter[1] if meter[0] > 0 and meter[1] > 0 else BEATS_PER_BAR  # in beats
+    bars = max(1, int(np.ceil(end / bar - 1e-9)))
+    span = bars * bar
     low, high = _pitch_rows(pitch)
 
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
@@ -52,9 +55,9 @@ def pianoroll_from_notes(on_ticks, off_ticks, pitches, ticks_per_beat: float, pn
         if row % 12 in BLACK_KEYS:
             ax.axhspan(row - 0.5, row + 0.5, color=BLACK_ROW, lw=0, zorder=0)
     if bars <= 32:  # beat lines would grey out a long piece
-        beats = [b for b in range(span + 1) if b % BEATS_PER_BAR]
+        beats = [b for b in range(int(span) + 1) if b % bar]
         ax.vlines(beats, low - 0.5, high + 0.5, colors=BEAT_LINE, lw=0.5, zorder=1)
-    ax.vlines(np.arange(0, span + 1, BEATS_PER_BAR), low - 0.5, high + 0.5, colors=BAR_LINE, lw=0.8, zorder=1)
+    ax.vlines(np.arange(bars + 1) * bar, low - 0.5, high + 0.5, colors=BAR_LINE, lw=0.8, zorder=1)
 
     length = np.maximum(off - on, span / 2000)  # a zero-length note stays visible
     boxes = np.stack([  # (notes, 4 corners, xy)
@@ -66,9 +69,9 @@ def pianoroll_from_notes(on_ticks, off_ticks, pitches, ticks_per_beat: float, pn
     ax.set_xlim(0, span)
     ax.set_ylim(low - 0.5, high + 0.5)
     step = max(1, int(np.ceil(bars / 32)))  # at most ~32 bar numbers
-    ax.set_xticks(np.arange(0, bars, step) * BEATS_PER_BAR)
-    ax.set_xticklabels([str(bar + 1) for bar in range(0, bars, step)])
-    ax.set_xlabel("bar (4/4)")
+    ax.set_xticks(np.arange(0, bars, step) * bar)
+    ax.set_xticklabels([str(n + 1) for n in range(0, bars, step)])
+    ax.set_xlabel(f"bar ({meter[0]}/{meter[1]})")
     cs = [p for p in range(low, high + 1) if p % 12 == 0]
     ax.set_yticks(cs)
     ax.set_yticklabels([note_name(p) for p in cs])
@@ -85,16 +88,19 @@ def pianoroll_from_notes(on_ticks, off_ticks, pitches, ticks_per_beat: float, pn
 def save_pianoroll(midi_path: str | Path, png_path: str | Path, title: str | None = None) -> Path:
     """Draw a MIDI file's non-drum notes (all tracks merged) as a piano roll PNG.
 
-    The picture runs to the file's end-of-track. `title` defaults to the file name.
+    The picture runs to the file's end-of-track, in bars of its first time signature (4/4
+    without one). `title` defaults to the file name.
     MidiReadError for a file that cannot be read. Returns the PNG's path.
     """
     from midigen.data.midi_io import read_midi
     from midigen.evaluation.metrics import raw_file_facts
 
-    on, off, pitch, tpb = read_midi(midi_path).as_tuple()
+    notes = read_midi(midi_path)
     end_tick = raw_file_facts(midi_path)["end_tick"]
     title = Path(midi_path).name if title is None else title
-    return pianoroll_from_notes(on, off, pitch, tpb, png_path, title=title, end_tick=end_tick)
+    first = min(notes.time_signatures, key=lambda s: s[0], default=None)  # bars of the opening meter
+    meter = (int(first[1]), int(first[2])) if first and first[1] > 0 and first[2] > 0 else (BEATS_PER_BAR, 4)
+    return pianoroll_from_notes(*notes.as_tuple(), png_path, title=title, end_tick=end_tick, meter=meter)
 
 
 def note_name(pitch: int) -> str:

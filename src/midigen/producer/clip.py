@@ -37,10 +37,15 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         towards = Towards(context=own, context_start=own_start, style=style_weights(bundle, t.get("style")),
                           weight=float(t.get("weight", 0.5)), mix=t.get("mix", "geometric"))
     spb = params.steps_per_beat(req.bpm)  # steps per beat
+    bar_beats = req.bar_beats
+    config = bundle.model.config
+    if config.position != "none" and bar_beats > config.position_bar_beats:
+        raise MidigenError(f"--meter {req.meter}: a bar of {bar_beats} beats; this model knows bars of up to "
+                           f"{config.position_bar_beats} beats")
     end_tick = max_steps = None
     if req.bars is not None:
-        end_tick = req.bars * BEATS_PER_BAR * TICKS_PER_BEAT
-        max_steps = int(np.ceil(req.bars * BEATS_PER_BAR * spb))
+        end_tick = req.bars * bar_beats * TICKS_PER_BEAT
+        max_steps = int(np.ceil(req.bars * bar_beats * spb))
         if primer is not None and total_steps(primer, params) >= max_steps:
             raise MidigenError(f"--primer {req.primer} is as long as the requested {req.bars} bars or longer: "
                                "ask for more --bars or use a shorter clip")
@@ -66,7 +71,7 @@ def sampling_options(bundle, req: GenerateRequest):  # noqa: ANN001, ANN201 - (S
         scale=req.scale_classes, repetition_penalty=req.repetition_penalty,
         max_note_steps=int(round(req.max_note_beats * spb)) if req.max_note_beats else None,
         start=req.start, start_pitches=random_starts(req) if req.start == "random" else None,
-        lead_in_steps=int(round(req.lead_in * BEATS_PER_BAR * spb)) if req.start == "model" else 0,
+        lead_in_steps=int(round(req.lead_in * bar_beats * spb)) if req.start == "model" else 0, bar_beats=bar_beats,
         note_range=req.note_range, voices=req.voices, primer=primer, style=style, seed=req.seed,
         kernels=req.kernels, context=context, context_start=context_start, towards=towards,
         grid=sampling_grid(req.grid, params), style_strength=float(strength),
@@ -218,9 +223,9 @@ def originality_guard(bundle, max_copy):  # noqa: ANN001, ANN202
     return index, (index.max_copy if max_copy == "auto" else float(max_copy))
 
 
-def whole_bars(off_ticks: np.ndarray) -> int:
-    """--events: the clip rounded up to a whole bar, so it loops."""
-    bar = TICKS_PER_BEAT * BEATS_PER_BAR
+def whole_bars(off_ticks: np.ndarray, bar_beats: int = BEATS_PER_BAR) -> int:
+    """--events: the clip rounded up to a whole bar (of `bar_beats` beats), so it loops."""
+    bar = TICKS_PER_BEAT * bar_beats
     last = int(off_ticks.max()) if off_ticks.size else bar
     return -(-last // bar) * bar
 
@@ -234,7 +239,7 @@ def cut_at_bar(ids: np.ndarray, params, req: GenerateRequest, opts) -> int | Non
     steps = total_steps(ids, params)
     if steps >= opts.max_steps:
         return None
-    return int(steps // (BEATS_PER_BAR * params.steps_per_beat(req.bpm))) + 1
+    return int(steps // (req.bar_beats * params.steps_per_beat(req.bpm))) + 1
 
 
 def midi_bytes(notes, req: GenerateRequest, end_tick: int) -> bytes:  # noqa: ANN001
@@ -246,5 +251,5 @@ def midi_bytes(notes, req: GenerateRequest, end_tick: int) -> bytes:  # noqa: AN
     track_name = req.name.encode("latin-1", "replace").decode("latin-1")
     with tempfile.TemporaryDirectory() as tmp:
         path = write_midi(Path(tmp) / "clip.mid", *notes, bpm=req.bpm, velocity=req.velocity, end_tick=end_tick,
-                          track_name=track_name)
+                          track_name=track_name, meter=req.time_signature)
         return path.read_bytes()

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from midigen.data.midi_io import BEATS_PER_BAR, TICKS_PER_BEAT
+from midigen.data.midi_io import TICKS_PER_BEAT
 
 MAX_SECTIONS = 16
 PRIMES = "'\u2019\u2032"  # ' and the typographic apostrophe and prime a text editor may put in its place
@@ -202,7 +202,7 @@ def _cut_bar(ids: np.ndarray, params, opts, bpm: float) -> int | None:  # noqa: 
     steps = total_steps(ids, params)
     if opts.max_steps is None or steps >= opts.max_steps:
         return None
-    return int(steps // (BEATS_PER_BAR * params.steps_per_beat(bpm)))
+    return int(steps // (opts.bar_beats * params.steps_per_beat(bpm)))
 
 
 def _shifted(notes, by: int):  # noqa: ANN001, ANN202

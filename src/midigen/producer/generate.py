@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midigen.data.midi_io import BEATS_PER_BAR, TICKS_PER_BEAT
+from midigen.data.midi_io import TICKS_PER_BEAT
 from midigen.producer.clip import (clip_name, cut_at_bar, least_copied, midi_bytes, originality_guard,
                                    primer_ids, sampling_options, whole_bars)
 from midigen.producer.request import CLIP_FIELDS, GENERATE_FIELDS, GenerateRequest, add_request_arguments, request_from_args
@@ -42,7 +42,7 @@ def generate_batch(bundle, req: GenerateRequest) -> list[dict]:  # noqa: ANN001
         copy = None
         if index is not None:
             ids, notes, copy = least_copied(bundle, req, opts, i, ids, notes, index, bound, end_tick)
-        clip_end = end_tick if end_tick is not None else whole_bars(notes[1])
+        clip_end = end_tick if end_tick is not None else whole_bars(notes[1], req.bar_beats)
         results.append({"name": clip_name(req, i), "midi": midi_bytes(notes, req, clip_end), "ids": ids,
                         "notes": notes, "copy": copy, "end_tick": clip_end,
                         "cut_at_bar": cut_at_bar(ids, bundle.params, req, opts)})
@@ -53,7 +53,7 @@ def _check_primer_fits(req: GenerateRequest, params, sections: int, section_bars
     from midigen.data.events import total_steps
     from midigen.errors import MidigenError
 
-    primer_bars = total_steps(primer_ids(req.primer, params), params) / (BEATS_PER_BAR * params.steps_per_beat(req.bpm))
+    primer_bars = total_steps(primer_ids(req.primer, params), params) / (req.bar_beats * params.steps_per_beat(req.bpm))
     if primer_bars >= section_bars:
         raise MidigenError(f"--primer {req.primer} ({primer_bars:.3g} bars) is as long as a section of --form "
                            f"{req.form} ({req.bars} bars / {sections} = {section_bars}) or longer: ask "
@@ -79,7 +79,7 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
     params = bundle.params
     sections = parse_form(req.form)
     section_bars = req.bars // len(sections)
-    section_ticks = section_bars * BEATS_PER_BAR * TICKS_PER_BEAT
+    section_ticks = section_bars * req.bar_beats * TICKS_PER_BEAT
     first_req = req.but(bars=section_bars, form=None)
     if req.primer:
         _check_primer_fits(req, params, len(sections), section_bars)
@@ -150,7 +150,7 @@ def generate_formed(bundle, req) -> list[dict]:  # noqa: ANN001
     for i in files:
         parts = so_far[i]
         clip = _joined(parts)
-        end_tick = req.bars * BEATS_PER_BAR * TICKS_PER_BEAT
+        end_tick = req.bars * req.bar_beats * TICKS_PER_BEAT
         copy = None
         if index is not None:
             copy = index.check_notes(clip[0], clip[2], TICKS_PER_BEAT)

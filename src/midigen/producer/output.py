@@ -150,7 +150,8 @@ def write_clips(results: list[dict], args, source, audio: tuple[str | None, str 
                 from midigen.evaluation.pianoroll import pianoroll_from_notes
 
                 staged.append(pianoroll_from_notes(*r["notes"], TICKS_PER_BEAT, midi_path.with_suffix(".png"),
-                                                   title=r["name"]))
+                                                   title=r["name"], end_tick=r.get("end_tick"),
+                                                   meter=req.time_signature))
             if audio_format:
                 from midigen.producer.audio import render_midi_file
 

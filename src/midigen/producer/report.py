@@ -27,7 +27,9 @@ def judge(results: list[dict], req, bundle, reference: dict | None = None) -> di
     from midigen.evaluation.metrics import note_metrics
     from midigen.evaluation.reference import judge_files
 
-    rows = {r["name"]: note_metrics(*r["notes"], TICKS_PER_BEAT, end_tick=r.get("end_tick")) for r in results}
+    meter = [(0, *req.time_signature)] if getattr(req, "meter", None) else None
+    rows = {r["name"]: note_metrics(*r["notes"], TICKS_PER_BEAT, end_tick=r.get("end_tick"), time_signatures=meter)
+            for r in results}
     style = _main_style(req.style, bundle)
     if reference is None and bundle is not None:
         reference = bundle.reference

@@ -60,6 +60,12 @@ DEFAULT_GRID = "1/16+1/8t"
 STARTS = ("model", "random")
 MAX_LEAD_IN = 4  # bars of --lead-in
 RANDOM_START_RANGE = (36, 99)  # the seed's uniform first pitch, where --note-range does not say
+# --meter: the clip's time signature. A bar of whole quarter-note beats (6/8: 3 beats, as the
+# training positions count it), at most MAX_BAR_BEATS (a position-aware model knows bars of up to
+# its `position_bar_beats`, 8 by default: checked against the model when it samples).
+DEFAULT_METER = "4/4"
+MAX_BAR_BEATS = 8
+METER_DENOMINATORS = (1, 2, 4, 8, 16)
 
 
 class RequestError(MidigenError):
@@ -80,19 +86,21 @@ def _opt(default, help: str, *, cli: bool = True, metavar: str | None = None):  
 
 @dataclass
 class GenerateRequest:
-    """A producer's request. Lengths: `bars` (exact, 4/4 at `bpm`) or `events` (a cap).
+    """A producer's request. Lengths: `bars` (exact, in `meter` at `bpm`) or `events` (a cap).
 
     `seed` None draws a fresh seed when the request is built (`fresh_seed` says so), so each
     run writes new ideas and prints the seed that writes them again."""
 
     num: int = _opt(8, f"files to write (1-{MAX_NUM})")
-    bars: int | None = _opt(8, f"length in 4/4 bars, exact (1-{MAX_BARS}; default 8)")
+    bars: int | None = _opt(8, f"length in bars of --meter, exact (1-{MAX_BARS}; default 8)")
     events: int | None = _opt(None, f"length in events instead of bars, a cap (1-{MAX_EVENTS})")
     form: str | None = _opt(None, "shape the clip from sections of equal length, --bars split among them "
                                   "(a multiple of their number): a new letter continues the music, a letter "
                                   "again repeats its section note for note, A' repeats A with a new top line; "
                                   f"e.g. AA', AB, AABA, ABAC (at most {MAX_SECTIONS} sections)")
     bpm: float = _opt(120.0, "tempo written to the file (20-400)")
+    meter: str = _opt(DEFAULT_METER, "time signature written to the file and played in: 4/4, 3/4, 6/8, 2/4, ... "
+                                     "(a bar of whole quarter-note beats, at most 8; a 6/8 bar is 3 beats)")
     temperature: float = _opt(1.0, "sharpness of the draw: < 1 safer, > 1 wilder (1 = as trained)")
     top_k: int = _opt(0, "sample from the k likeliest events (0 = off)")
     top_p: float | None = _opt(None, f"nucleus sampling mass, in (0, 1] (1 = off; default: the model's setting for "
@@ -132,6 +140,18 @@ class GenerateRequest:
     context: str | None = _opt(None, "", cli=False)
     towards: dict | None = _opt(None, "", cli=False)
     fresh_seed: bool = field(default=False, repr=False, compare=False, metadata={"cli": False, "internal": True})
+
+    @property
+    def time_signature(self) -> tuple[int, int]:
+        """(numerator, denominator) of `meter`, checked when the request was built."""
+        numerator, denominator = self.meter.split("/")
+        return int(numerator), int(denominator)
+
+    @property
+    def bar_beats(self) -> int:
+        """Quarter-note beats in a bar of `meter` (4/4: 4; 3/4 and 6/8: 3)."""
+        numerator, denominator = self.time_signature
+        return numerator * 4 // denominator
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -274,7 +294,7 @@ PARSERS = {
     **{n: _integer for n in ("num", "bars", "events", "top_k", "seed", "voices", "velocity", "lead_in")},
     **{n: _number for n in ("bpm", "temperature", "top_p", "style_strength", "repetition_penalty")},
     **{n: _text for n in ("key", "scale", "primer", "name", "start", "kernels", "context")},
-    "grid": lambda n, v: _text(n, v).strip().lower(),
+    "grid": lambda n, v: _text(n, v).strip().lower(), "meter": lambda n, v: _text(n, v).strip().replace(" ", ""),
     "style": parse_style, "note_range": parse_range, "max_copy": parse_max_copy,
     "max_note_beats": parse_note_beats, "towards": _towards, "form": parse_form_field,
 }
@@ -322,6 +342,7 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
     if req.start not in STARTS:
         raise RequestError("start", req.start, f"use one of {', '.join(STARTS)}")
     _whole(req, "lead_in", 0, MAX_LEAD_IN, f"use 0 (none) to {MAX_LEAD_IN} bars")
+    _check_meter(req)
     if req.grid not in GRIDS and req.grid != "auto":
         raise RequestError("grid", req.grid, f"use auto or one of {', '.join(GRIDS)}")
     if req.kernels not in KERNELS:
@@ -348,6 +369,19 @@ def _check(req: GenerateRequest) -> None:  # noqa: C901 - a flat list of checks 
         weight = req.towards.get("weight", 0.5)
         if not (isinstance(weight, numbers.Real) and 0.0 <= weight <= 1.0):
             raise RequestError("towards", weight, "the blend weight is a number between 0 and 1")
+
+
+def _check_meter(req: GenerateRequest) -> None:
+    """N/D with D a power of two up to 16 and a bar of 1 to MAX_BAR_BEATS whole quarter-note beats."""
+    found = re.fullmatch(r"(\d{1,2})/(\d{1,2})", req.meter) if isinstance(req.meter, str) else None
+    if not found or int(found[1]) < 1 or int(found[2]) not in METER_DENOMINATORS:
+        raise RequestError("meter", req.meter, "use a time signature such as 4/4, 3/4, 6/8 or 2/4")
+    numerator, denominator = int(found[1]), int(found[2])
+    beats = numerator * 4 / denominator
+    if beats != int(beats) or not 1 <= beats <= MAX_BAR_BEATS:
+        raise RequestError("meter", req.meter, f"a bar must hold 1 to {MAX_BAR_BEATS} whole quarter-note beats "
+                                               "(6/8: 3, 12/8: 6; not 5/8 or 9/8), e.g. 4/4, 3/4 or 6/8")
+    req.meter = f"{numerator}/{denominator}"
 
 
 def _check_form(req: GenerateRequest) -> None:
@@ -382,7 +416,7 @@ def file_stem(name: str) -> str:
 # --- the command line, built from the request's fields --------------------------------------------
 
 # The fields every clip-writing command offers (generate, interpolate); generate adds these:
-CLIP_FIELDS = ("bpm", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices", "grid",
+CLIP_FIELDS = ("bpm", "meter", "temperature", "top_k", "top_p", "key", "scale", "seed", "note_range", "voices", "grid",
                "repetition_penalty", "max_note_beats", "velocity", "name", "max_copy", "kernels")
 GENERATE_FIELDS = ("num", "bars", "events", "form", "style", "style_strength", "primer", "start", "lead_in")
 

@@ -119,6 +119,7 @@ class Idea:
     audio: Path
     notes: tuple  # (on, off, pitch) in ticks
     end_tick: int
+    meter: tuple[int, int] = (4, 4)  # the request's time signature: the roll's bars
     roll: Path | None = None
 
 
@@ -255,7 +256,7 @@ class Studio:
             midi = folder / r["name"]
             midi.write_bytes(r["midi"])
             audio = render_midi_file(midi, renderer="builtin", fmt="wav").path
-            idea = Idea(f"{batch}-{i + 1}", r["name"], midi, audio, r["notes"], r["end_tick"])
+            idea = Idea(f"{batch}-{i + 1}", r["name"], midi, audio, r["notes"], r["end_tick"], req.time_signature)
             ideas.append(idea)
             row = verdict["files"][r["name"]]
             copy = row.get("copy")
@@ -304,7 +305,7 @@ class Studio:
             if idea.roll is None or not idea.roll.exists():
                 png = idea.midi.with_suffix(".png")
                 idea.roll = pianoroll_from_notes(*idea.notes, TICKS_PER_BEAT, png, title=idea.name,
-                                                 end_tick=idea.end_tick)
+                                                 end_tick=idea.end_tick, meter=idea.meter)
         return idea.roll
 
     # --- clips: primers and the ends of an interpolation ---------------------------------------------
