@@ -165,36 +165,65 @@ def meter_table(results: dict) -> list[str]:
                   "own meter: files below p5 / off the grid", "own meter: worst file's on-beat"], rows)
 
 
+def _lead_in_words(results: dict) -> str:
+    lead_in = (results.get("defaults") or {}).get("lead_in")
+    return "" if not lead_in else f", after a lead-in of {lead_in} bar{'s' if lead_in > 1 else ''} it does not write"
+
+
 def _percent(value) -> str:  # noqa: ANN001
     return "-" if value is None else f"{100 * value:+.1f}%"
 
 
 def opening_table(results: dict) -> list[str]:
-    """Where clips open and how wide they range, real held-out windows vs generated, per style."""
+    """Where clips open and how wide they range, real held-out windows vs generated, per style:
+    the model's opening without a lead-in and with a bar's lead-in (whichever is the default), and
+    the seed's random start."""
     rows = []
     for style, r in (results.get("timing") or {}).items():
         real, first = r.get("real_opening"), r.get("real_opening_first")
         if not real:
             continue  # a results.json from before the opening was measured
-        m, rnd = r["model"]["opening"], r["random"]["opening"]
-        with_lead = r.get("model_lead_in") or {}
-        lead = with_lead.get("opening") or {}
+        if "model_no_lead_in" in r:  # the lead-in is the default
+            plain, lead, plain_fid, lead_fid = r["model_no_lead_in"], r["model"], r["model_no_lead_in"], None
+        else:  # an older run: no lead-in by default, the lead-in a variant
+            plain, lead, plain_fid, lead_fid = r["model"], r.get("model_lead_in") or {}, None, r.get("model_lead_in")
+        m, rnd, led = plain["opening"], r["random"]["opening"], lead.get("opening") or {}
+        goals = []
+        if "met_usable" in plain and "met_usable" in lead:
+            goals = [f"{met(plain['met_usable'], plain.get('sure_usable'))} / "
+                     f"{met(lead['met_usable'], lead.get('sure_usable'))}",
+                     f"{_percent(plain.get('on_beat_gap'))} / {_percent(lead.get('on_beat_gap'))}: "
+                     f"{met(plain['met_on_beat'], plain.get('sure_on_beat'))} / "
+                     f"{met(lead['met_on_beat'], lead.get('sure_on_beat'))}",
+                     f"{fmt(fidelity(results, style, plain_fid), 2)} / {fmt(fidelity(results, style, lead_fid), 2)}"]
         rows.append([style, f"{fmt(real['opening_mean'], 1)} ({fmt(real['opening_p95'], 1)})",
-                     fmt(first["opening_mean"], 1), fmt(m["opening_mean"], 1), fmt(lead.get("opening_mean"), 1),
+                     fmt(first["opening_mean"], 1), fmt(m["opening_mean"], 1), fmt(led.get("opening_mean"), 1),
                      fmt(rnd["opening_mean"], 1),
-                     f"{m['opening_above_real_p95']} / {lead.get('opening_above_real_p95', '-')} / "
+                     f"{m['opening_above_real_p95']} / {led.get('opening_above_real_p95', '-')} / "
                      f"{rnd['opening_above_real_p95']}",
-                     fmt(real["span_median"], 0), fmt(m["span_median"], 0), fmt(lead.get("span_median"), 0),
+                     fmt(real["span_median"], 0), fmt(m["span_median"], 0), fmt(led.get("span_median"), 0),
                      fmt(rnd["span_median"], 0),
-                     f"{fmt(r['model']['on_beat'], 2)} / {fmt(with_lead.get('on_beat'), 2)}",
-                     f"{fmt(r['model']['usable'], 2)} / {fmt(with_lead.get('usable'), 2)}"])
+                     f"{fmt(plain['on_beat'], 2)} / {fmt(lead.get('on_beat'), 2)}",
+                     f"{fmt(plain['usable'], 2)} / {fmt(lead.get('usable'), 2)}",
+                     f"{fmt(m.get('opening_max'), 1)} / {fmt(led.get('opening_max'), 1)}", *goals])
     if not rows:
         return []
+    goals = ["usable goal: no lead-in / lead-in", "on-beat vs real: no lead-in / lead-in",
+             "fidelity ratio: no lead-in / lead-in"] if len(rows[0]) > 14 else []
     return table(["style", "opening: real windows mean (p95)", "real pieces' first 8 bars",
-                  "generated: model start", "with a bar's lead-in", "random start",
-                  "files opening beyond real p95: model / lead-in / random", "span, median: real",
-                  "model start", "lead-in", "random start", "on-beat: model start / lead-in",
-                  "usable: model start / lead-in"], rows)
+                  "generated: model start, no lead-in", "with a bar's lead-in", "random start",
+                  "files opening beyond real p95: no lead-in / lead-in / random", "span, median: real",
+                  "no lead-in", "lead-in", "random start", "on-beat: no lead-in / lead-in",
+                  "usable: no lead-in / lead-in", "worst opening: no lead-in / lead-in", *goals], rows)
+
+
+def fidelity(results: dict, style: str, variant: dict | None = None) -> float | None:
+    """The fidelity ratio of a variant's clips (`timing`'s row; default the default request's, `generated`)."""
+    g = results["generated"].get(style) or {}
+    if variant is None:
+        return g.get("ratio")
+    real = g.get("real_accuracy")
+    return variant["fidelity"] / real if real and variant.get("fidelity") is not None else None
 
 
 def render(results: dict) -> str:
@@ -259,7 +288,8 @@ def render(results: dict) -> str:
         lines += ["", "## In time, file by file: real held-out excerpts vs generated", "",
                   f"Real: every {sizes['bars']}-bar window of each TEST file, cut at its own bar lines. Generated: "
                   f"{sizes_files} files per style with `style={{s: 1.0}}`, seed {sizes['seed']}, opened by the model "
-                  "(`start=model`, the default) and with the seed's uniformly random first pitch (`start=random`). "
+                  f"(`start=model`, the default{_lead_in_words(results)}) and with the seed's uniformly random "
+                  "first pitch (`start=random`). "
                   "A file is usable when on the 16th/triplet grid (>= 0.95 of onsets and offsets), in phase (on-beat "
                   "share at or above the style's 5th percentile over its TRAIN windows, shown in brackets) and "
                   "without hanging notes. Goals: usable share generated >= "
@@ -278,6 +308,8 @@ def render(results: dict) -> str:
         opening = opening_table(results)
         if opening:
             lines += ["", "### Where a clip opens", "",
+                      "Generated: the default request (a bar's lead-in, where it is the default) and the model's "
+                      "opening without a lead-in (`lead_in=0`). "
                       "Opening: semitones between the median pitch of the notes at a clip's first onset and the "
                       "median pitch of all its notes (`metrics.opening_distance`; 0 for a chord or note in the middle "
                       "of the clip's register). Real: the same TEST windows, and each test file's first whole "

@@ -268,13 +268,15 @@ def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: P
 # --- 2b. in time, file by file ------------------------------------------------------------------
 
 
-def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out: Path, sizes: Sizes) -> dict:  # noqa: ANN001
+def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out: Path, sizes: Sizes,  # noqa: ANN001
+           classifier=None) -> dict:  # noqa: ANN001
     """{style: real held-out windows vs generated files: on-beat share, usable share, the worst file}.
 
     The bound of "in phase" is the style's 5th percentile of on-beat share over 8-bar windows of
     its TRAIN files (what a model trained on them could know); held-out TEST windows and
     generated files are judged against it alike."""
     from midigen.evaluation.reference import real_reference, usable, window_metrics
+    from midigen.evaluation.style import classify_files
     from midigen.producer.generate import generate_batch
     from midigen.producer.report import judge
     from midigen.producer.request import GenerateRequest
@@ -299,11 +301,12 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                # a piece's own opening: the first whole 8 bars of each test file (after a pickup bar)
                "real_opening_first": register([rows_of_file[0] for rows_of_file in by_file])}
         generated_files: dict[str, list] = {}
-        # the default opening (the request's), the seed's random first pitch, a bar's lead-in, and
-        # (for a style whose music is mostly in bars of other than 4 beats) the style's own meter
+        # the default opening (the request's: the model's own, after a bar's lead-in), the seed's random
+        # first pitch, the model's opening without a lead-in, and (for a style whose music is mostly in
+        # bars of other than 4 beats) the style's own meter
         meter = own_meter(root, [rel for rel in train if rel.startswith(style + "/")])
         row["own_meter"] = meter
-        variants = [("model", {}), ("random", {"start": "random"}), ("model_lead_in", {"lead_in": 1})]
+        variants = [("model", {}), ("random", {"start": "random"}), ("model_no_lead_in", {"lead_in": 0})]
         if meter and meter["beats"] != 4:
             variants.append(("model_own_meter", {"meter": meter["meter"]}))
         for start, changes in variants:
@@ -322,34 +325,13 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                           "repetition_half": _mean(np.array([f["repetition_half"] or 0.0 for f in files.values()])),
                           "opening": register(list(files.values()), row["real_opening"]),
                           "worst": verdict["worst"], "files": len(files)}
-        model = row["model"]
-        row["usable_ratio"] = model["usable"] / row["real_usable"] if row["real_usable"] else None
-        row["met_usable"] = None if row["usable_ratio"] is None else bool(row["usable_ratio"] >= GOAL_USABLE)
-        row["on_beat_gap"] = model["on_beat"] / row["real_on_beat"] - 1 if row["real_on_beat"] else None
-        row["met_on_beat"] = None if row["on_beat_gap"] is None else bool(abs(row["on_beat_gap"]) <= GOAL_ON_BEAT)
-        # how sure each verdict is: both sides resampled, the real windows a test file at a time
-        mine = generated_files["model"]
-        row["usable_ratio_interval"] = ratio_interval([[float(f["usable"])] for f in mine],
-                                                      [[float(usable(w, p5)[0]) for w in f] for f in by_file], sizes.seed)
-        row["sure_usable"] = sure(row["usable_ratio_interval"], low=GOAL_USABLE)
-        row["on_beat_gap_interval"] = ratio_interval([[f["on_beat"]] for f in mine],
-                                                     [[w["on_beat"] for w in f] for f in by_file], sizes.seed,
-                                                     minus_one=True)
-        row["sure_on_beat"] = sure(row["on_beat_gap_interval"], low=-GOAL_ON_BEAT, high=GOAL_ON_BEAT)
-        if "model_own_meter" in generated_files:  # the same goals, for clips in the style's own meter
-            theirs = row["model_own_meter"]
-            theirs["usable_ratio"] = theirs["usable"] / row["real_usable"] if row["real_usable"] else None
-            theirs["on_beat_gap"] = theirs["on_beat"] / row["real_on_beat"] - 1 if row["real_on_beat"] else None
-            theirs["usable_ratio_interval"] = ratio_interval(
-                [[float(f["usable"])] for f in generated_files["model_own_meter"]],
-                [[float(usable(w, p5)[0]) for w in f] for f in by_file], sizes.seed)
-            theirs["on_beat_gap_interval"] = ratio_interval(
-                [[f["on_beat"]] for f in generated_files["model_own_meter"]],
-                [[w["on_beat"] for w in f] for f in by_file], sizes.seed, minus_one=True)
-            theirs["met_usable"] = None if theirs["usable_ratio"] is None else bool(theirs["usable_ratio"] >= GOAL_USABLE)
-            theirs["met_on_beat"] = None if theirs["on_beat_gap"] is None else bool(abs(theirs["on_beat_gap"]) <= GOAL_ON_BEAT)
-            theirs["sure_usable"] = sure(theirs["usable_ratio_interval"], low=GOAL_USABLE)
-            theirs["sure_on_beat"] = sure(theirs["on_beat_gap_interval"], low=-GOAL_ON_BEAT, high=GOAL_ON_BEAT)
+        for name, files in generated_files.items():  # the goals, and how sure each verdict is
+            row[name].update(goals(files, by_file, p5, row["real_usable"], row["real_on_beat"], sizes.seed))
+            if classifier is not None and name != "model":  # the model start's fidelity is `generated`'s
+                heard = classify_files(classifier, out / f"timing_{name}" / style, expected=style)
+                row[name]["fidelity"] = heard["folder"]["fidelity"]
+        # the default request's verdicts, where the tables and the README read them
+        row.update({key: row["model"][key] for key in GOAL_KEYS})
         rows[style] = row
     return rows
 
@@ -392,6 +374,32 @@ def own_meter(root: Path, rels: list[str]) -> dict | None:
             "signature_share": by_signature[(num, den)] / by_beats[beats]}
 
 
+GOAL_KEYS = ("usable_ratio", "usable_ratio_interval", "met_usable", "sure_usable", "on_beat_gap",
+             "on_beat_gap_interval", "met_on_beat", "sure_on_beat")
+
+
+def goals(files: list[dict], by_file: list[list[dict]], p5: float, real_usable: float | None,
+          real_on_beat: float | None, seed: int) -> dict:
+    """The in-time goals of generated `files` (judge's rows) against the real test windows
+    (`by_file`, a test file's windows together): usable ratio and on-beat gap, their 95% intervals
+    (both sides resampled), met, and sure (the interval clear of the bound)."""
+    from midigen.evaluation.reference import usable
+
+    mine_usable = np.array([float(f["usable"]) for f in files])
+    mine_beat = np.array([f["on_beat"] for f in files])
+    out = {"usable_ratio": float(mine_usable.mean()) / real_usable if real_usable and files else None,
+           "on_beat_gap": float(mine_beat.mean()) / real_on_beat - 1 if real_on_beat and files else None}
+    out["usable_ratio_interval"] = ratio_interval([[x] for x in mine_usable],
+                                                  [[float(usable(w, p5)[0]) for w in f] for f in by_file], seed)
+    out["on_beat_gap_interval"] = ratio_interval([[x] for x in mine_beat], [[w["on_beat"] for w in f] for f in by_file],
+                                                 seed, minus_one=True)
+    out["met_usable"] = None if out["usable_ratio"] is None else bool(out["usable_ratio"] >= GOAL_USABLE)
+    out["met_on_beat"] = None if out["on_beat_gap"] is None else bool(abs(out["on_beat_gap"]) <= GOAL_ON_BEAT)
+    out["sure_usable"] = sure(out["usable_ratio_interval"], low=GOAL_USABLE)
+    out["sure_on_beat"] = sure(out["on_beat_gap_interval"], low=-GOAL_ON_BEAT, high=GOAL_ON_BEAT)
+    return out
+
+
 def register(rows: list[dict], real: dict | None = None) -> dict:
     """Where clips (or real windows) open and how wide they range: the mean and 95th percentile of
     `opening_distance` (semitones from the first onset's median pitch to the clip's), the median
@@ -400,6 +408,7 @@ def register(rows: list[dict], real: dict | None = None) -> dict:
     opening = np.array([r["opening_distance"] for r in rows if r.get("opening_distance") is not None])
     span = np.array([r["pitch_range"] for r in rows if r.get("pitch_range") is not None], dtype=float)
     out = {"opening_mean": _mean(opening), "opening_p95": float(np.percentile(opening, 95)) if opening.size else None,
+           "opening_max": float(opening.max()) if opening.size else None,
            "span_median": float(np.median(span)) if span.size else None, "files": len(rows)}
     if real and real.get("opening_p95") is not None:
         out["opening_above_real_p95"] = int((opening > real["opening_p95"]).sum())
@@ -656,7 +665,7 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
     t = phase("real_accuracy", t)
     generated = generated_accuracy(bundle, classifier, styles, real, clips, sizes, real_files)
     t = phase("generated", t)
-    in_time = timing(bundle, styles, root, table, clips, sizes)
+    in_time = timing(bundle, styles, root, table, clips, sizes, classifier)
     t = phase("timing", t)
     blends = blend_curves(bundle, classifier, blend_pairs(styles, all_pairs), clips, sizes)
     t = phase("blends", t)
@@ -675,7 +684,7 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
         "styles": styles, "styles_not_measured": [s for s in bundle.styles if s not in styles],
         "classifier": {"source": source, "styles": classifier.styles, "info": classifier.info},
         "goals": {"ratio": GOAL_RATIO, "rho": GOAL_RHO, "usable": GOAL_USABLE, "on_beat": GOAL_ON_BEAT},
-        "interval_draws": INTERVAL_DRAWS,
+        "interval_draws": INTERVAL_DRAWS, "defaults": request_defaults(),
         "blend_weights": list(BLEND_WEIGHTS), "timing": in_time,
         "ngram_order": NGRAM_ORDER, "nll_chunk": NLL_CHUNK, "real_accuracy": real, "generated": generated,
         "blends": blends, "nll": nll,
@@ -685,6 +694,14 @@ def _run_study(model, corpus_root, out, sizes, cache_dir, all_pairs, splits, com
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False, default=_json_default) + "\n")
     return json.loads((out / "results.json").read_text())
+
+
+def request_defaults() -> dict:
+    """How `generate` draws a clip when asked nothing more: what the study's plain requests get."""
+    from midigen.producer.request import GenerateRequest
+
+    req = GenerateRequest(seed=0)
+    return {"start": req.start, "lead_in": req.lead_in, "meter": req.meter, "grid": req.grid}
 
 
 def machine() -> dict:

@@ -118,9 +118,10 @@ class GenerateRequest:
     voices: int | None = _opt(None, "at most this many notes sounding at once (1 = a single melody line)")
     start: str = _opt("model", "how a clip opens: model (the style's own opening) or random (the seed's "
                                "uniform first pitch within --note-range, default 36-99)")
-    lead_in: int = _opt(0, f"bars the model plays before a clip it opens itself (--start model, no --primer), "
+    lead_in: int = _opt(1, f"bars the model plays before a clip it opens itself (--start model, no --primer), "
                            f"not written: the clip opens where the music has settled, as an excerpt cut from a "
-                           f"longer piece (0-{MAX_LEAD_IN}; 0: the first note straight after a rest)", metavar="BARS")
+                           f"longer piece (0-{MAX_LEAD_IN}; default 1; 0: the first note straight after a rest)",
+                        metavar="BARS")
     grid: str = _opt("auto", f"where notes start and end: {', '.join(GRIDS)} (off: wherever the model puts them); "
                              f"auto: {DEFAULT_GRID}, the 16ths and 8th-note triplets, for a model that counts time "
                              "in beats, off for one that counts milliseconds")
