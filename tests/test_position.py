@@ -176,10 +176,14 @@ def test_a_clip_in_another_meter_is_counted_written_and_judged_in_it(meter, beat
     from midigen.producer.request import GenerateRequest
 
     bundle = Bundle(position_model(bar_beats=4), BEAT, {}, tmp_path)
-    req = GenerateRequest(num=3, bars=5, seed=2, max_copy=None, kernels="python", meter=meter)
+    req = GenerateRequest(num=3, bars=5, seed=2, max_copy=None, kernels="python", meter=meter, lead_in=0)
     assert req.bar_beats == beats
-    clips = generate_batch(bundle, req)
     bar = beats * BEAT.grid
+    from midigen.producer.clip import sampling_options
+
+    opts, end = sampling_options(bundle, req.but(lead_in=1))  # a lead-in is a bar of the meter too
+    assert (opts.bar_beats, opts.lead_in_steps, opts.max_steps, end) == (beats, bar, 5 * bar, 5 * beats * 960)
+    clips = generate_batch(bundle, req)
     ids = torch.stack([i for i, _, _ in fed], 1).numpy()
     got = torch.stack([p for _, p, _ in fed], 1).numpy()
     warm_up = np.array([sampling.neutral_start(BEAT)])
