@@ -446,6 +446,21 @@ def test_real_reference_cuts_8_bar_windows_at_the_files_own_bar_lines(tmp_path):
     assert reference["styles"]["waltz"]["usable"] == 1.0  # on the grid, at the style's own p5
     assert "drum" in reference["skipped"]["march/drums.mid"] and "shorter than 8 bars" in reference["skipped"][
         "march/short.mid"]
+    # each window knows its meter, and each style the meter most of its windows are in
+    assert [w["meter"] for w in windows] == ["3/4", "3/4"]
+    assert reference["styles"]["waltz"]["meter"] == {"meter": "3/4", "beats": 3, "share": 1.0}
+    assert reference["styles"]["march"]["meter"] == {"meter": "4/4", "beats": 4, "share": 1.0}
+    assert reference["all"]["meter"]["share"] == pytest.approx(2 / 3)
+
+
+def test_a_styles_meter_is_the_bar_length_most_windows_have_in_the_signature_they_use_most():
+    from midigen.evaluation.reference import window_meter
+
+    rows = [{"meter": m} for m in ["6/8"] * 3 + ["3/4"] * 2 + ["4/4"] * 4 + ["9/8"]]
+    # 3-beat bars: 5 of 10 windows (6/8 three times, 3/4 twice), against 4 in 4/4 and one 9/8 (not whole beats)
+    assert window_meter(rows) == {"meter": "6/8", "beats": 3, "share": 0.5}
+    assert window_meter([{"meter": "2/2"}, {"meter": "4/4"}, {"meter": "3/4"}])["meter"] in ("2/2", "4/4")
+    assert window_meter([{"n_notes": 3}]) is None  # a reference from before windows kept their meter
 
 
 def test_the_reference_says_how_usable_real_music_of_each_style_is():

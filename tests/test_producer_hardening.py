@@ -298,3 +298,20 @@ def test_any_request_is_built_or_refused_in_words(values):
         return
     assert 1 <= req.num <= 128 and req.temperature > 0 and (req.top_p is None or 0 < req.top_p <= 1)
     assert req.style_strength is None or 0 <= req.style_strength <= 8
+
+
+def test_generate_says_when_a_style_lives_in_another_meter(tmp_path, capsys):
+    """The shipped reference knows each style's meter: medieval's windows are mostly in 3-beat bars
+    (6/8), so a 4/4 clip of it says `--meter 6/8` would write it in its own; a madrigal (4/4) or a
+    medieval clip asked for in 3/4 says nothing."""
+    from midigen.cli import main
+
+    def run(*extra: str) -> str:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["generate", "--num", "1", "--bars", "2", "--seed", "1", "--out", str(out), *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "--meter 6/8 writes the style in its own" in run("--style", "medieval")
+    assert "meter:" not in run("--style", "medieval", "--meter", "3/4")
+    assert "meter:" not in run("--style", "madrigal")
+    assert '"own_meter": {"style": "medieval", "meter": "6/8", "beats": 3' in run("--style", "medieval", "--json")

@@ -94,6 +94,7 @@ def test_generate_gives_generate_batchs_files_with_figures_audio_and_a_roll(clie
     assert [i["name"] for i in batch["ideas"]] == [r["name"] for r in expected] == ["midigen_s11_01.mid",
                                                                                    "midigen_s11_02.mid"]
     assert batch["seed"] == 11 and not batch["fresh_seed"]
+    assert batch["meter"] == "4/4" and batch["own_meter"] is None  # a blend names no style's own meter
     for idea, clip in zip(batch["ideas"], expected):
         midi = client.get(idea["midi_url"])
         assert midi.content == clip["midi"]  # byte for byte what generate writes

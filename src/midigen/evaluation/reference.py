@@ -65,13 +65,17 @@ def window_metrics(path: str | Path, window_bars: int = WINDOW_BARS) -> list[dic
     order = np.argsort(on, kind="stable")
     on, off, pitch = on[order], off[order], pitch[order]
     tolerance = GRID_TOLERANCE_BEATS * tpb  # an onset a few ticks early belongs to the bar it anticipates
+    signatures = sorted((int(t), int(n), int(d)) for t, n, d in notes.time_signatures if n > 0 and d > 0)
     rows = []
     for first in range(0, edges.size - window_bars, window_bars):
         start, stop = edges[first], edges[first + window_bars]
         lo, hi = np.searchsorted(on, [start - tolerance, stop - tolerance])
         if hi > lo:
-            rows.append(_window_row(on[lo:hi] - start, np.minimum(off[lo:hi], stop) - start, pitch[lo:hi], tpb,
-                                    stop - start, edges[first:first + window_bars] - start))
+            row = _window_row(on[lo:hi] - start, np.minimum(off[lo:hi], stop) - start, pitch[lo:hi], tpb,
+                              stop - start, edges[first:first + window_bars] - start)
+            # the signature in force where the window starts (4/4 before any)
+            now = [f"{n}/{d}" for t, n, d in signatures if t <= start + tolerance]
+            rows.append({**row, "meter": now[-1] if now else "4/4"})
     return rows
 
 
@@ -105,7 +109,32 @@ def window_stats(rows: list[dict]) -> dict:
     share = None
     if stats["on_beat"] is not None:
         share = float(np.mean([usable(row, stats["on_beat"]["p5"])[0] for row in rows]))
-    return {"windows": len(rows), "metrics": stats, "usable": share}
+    return {"windows": len(rows), "metrics": stats, "usable": share, "meter": window_meter(rows)}
+
+
+def window_meter(rows: list[dict]) -> dict | None:
+    """The meter most of the windows are in: {"meter": the signature they use most among those
+    with the commonest bar length, "beats": that bar length in quarter-note beats (3/4 and 6/8:
+    3), "share": of the windows in bars of that many beats}. None without windows that say
+    (a reference written before windows kept their meter)."""
+    meters = [row["meter"] for row in rows if row.get("meter")]
+    if not meters:
+        return None
+
+    def beats(meter: str) -> float:
+        numerator, denominator = meter.split("/")
+        return int(numerator) * 4 / int(denominator)
+
+    by_beats: dict[float, int] = {}
+    for meter in meters:
+        by_beats[beats(meter)] = by_beats.get(beats(meter), 0) + 1
+    whole = {b: n for b, n in by_beats.items() if b == int(b) and b >= 1}
+    if not whole:
+        return None
+    top = max(whole, key=lambda b: (whole[b], b == 4))  # a tie goes to 4/4
+    names = [m for m in meters if beats(m) == top]
+    return {"meter": max(set(names), key=lambda m: (names.count(m), m)), "beats": int(top),
+            "share": whole[top] / len(meters)}
 
 
 def real_reference(root: str | Path, window_bars: int = WINDOW_BARS, files: list[str] | None = None) -> dict:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+# A style whose real windows are this often in bars of another length than a clip's gets a --meter hint.
+OWN_METER_SHARE = 0.5
 SUMMARY_KEYS = ("in_scale", "on_grid", "on_beat", "stuck_ratio", "pitch_range", "opening_distance", "polyphony",
                 "note_density", "repetition_half")
 
@@ -47,7 +49,19 @@ def judge(results: list[dict], req, bundle, reference: dict | None = None) -> di
         if values:
             mean[key] = float(np.mean(values))
     unusable = sum(not row["usable"] for row in rows.values())
-    return {"files": rows, "mean": mean, "worst": verdicts["worst"], "unusable": unusable, "basis": verdicts["basis"]}
+    return {"files": rows, "mean": mean, "worst": verdicts["worst"], "unusable": unusable, "basis": verdicts["basis"],
+            "meter": own_meter_hint(reference, style, getattr(req, "meter", None) or "4/4")}
+
+
+def own_meter_hint(reference: dict | None, style: str | None, meter: str) -> dict | None:
+    """{"style", "meter", "beats", "share"} when most of the style's real training windows are in
+    bars of another length than the request's `meter` (so `--meter` could write it in its own),
+    else None: the reference's `window_meter`, for a model whose reference has it."""
+    own = (((reference or {}).get("styles") or {}).get(style) or {}).get("meter") if style else None
+    numerator, denominator = (int(x) for x in meter.split("/"))
+    if not own or own["share"] < OWN_METER_SHARE or own["beats"] == numerator * 4 // denominator:
+        return None
+    return {"style": style, **own}
 
 
 def _main_style(style: dict | None, bundle) -> str | None:  # noqa: ANN001
@@ -67,6 +81,7 @@ def print_report(verdict: dict, files: list[Path], source, req, as_json: bool, e
                    "fresh_seed": req.fresh_seed, "files": [str(f) for f in files],
                    "per_file": {str(f): rows[f.name] for f in files}, "metrics": verdict["mean"],
                    "worst": verdict["worst"], "unusable": verdict["unusable"], "basis": verdict["basis"],
+                   "own_meter": verdict.get("meter"),
                    "copy": {str(f): rows[f.name]["copy"] for f in files if rows[f.name].get("copy")},
                    **(extra or {})}
         if audio:
@@ -88,6 +103,11 @@ def print_report(verdict: dict, files: list[Path], source, req, as_json: bool, e
     if worst:
         print(f"worst: {worst['file']} (on_beat {worst['on_beat']:.2f}); usable {len(names) - verdict['unusable']} "
               f"of {len(names)} ({verdict['basis']})")
+    hint = verdict.get("meter")
+    if hint:
+        print(f"meter: real {hint['style']} music is mostly in {hint['beats']}-beat bars ({hint['share']:.0%} of its "
+              f"training windows, most often {hint['meter']}); these clips are {req.meter}: --meter {hint['meter']} "
+              "writes the style in its own")
     seed_note = " (fresh; --seed with it writes these files again)" if req.fresh_seed else ""
     print(f"seed: {req.seed}{seed_note}")
 

@@ -270,7 +270,8 @@ class Studio:
         self._keep_batch(batch, ideas)
         return {"batch": batch, "seed": req.seed, "fresh_seed": req.fresh_seed, "ideas": shown,
                 "basis": verdict["basis"], "unusable": verdict["unusable"],
-                "worst": _plain(verdict["worst"]), "seconds": round(time.perf_counter() - start, 3)}
+                "worst": _plain(verdict["worst"]), "seconds": round(time.perf_counter() - start, 3),
+                "meter": req.meter, "own_meter": _plain(verdict.get("meter"))}
 
     def _new_batch(self) -> int:
         with self.store_lock:

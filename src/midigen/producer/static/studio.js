@@ -171,9 +171,15 @@ function showBatch(result, what) {
   const heading = el("h3", { textContent: `${what}: ${result.ideas.length} ideas, ${seed}, ` +
     `usable ${result.ideas.length - result.unusable} of ${result.ideas.length}, ${result.seconds} s` });
   heading.title = result.basis;
+  const batch = el("div", { className: "batch" }, heading);
+  const own = result.own_meter;
+  if (own) batch.append(el("p", { className: "hint", textContent: `Real ${own.style} music is mostly in ` +
+    `${own.beats}-beat bars (${Math.round(100 * own.share)}% of its training windows, most often ${own.meter}); ` +
+    `these are ${result.meter}: set meter to ${own.meter} to write the style in its own.` }));
+  batch.append(ideas);
   const batches = $("batches");
   if (!batches.querySelector(".batch")) batches.replaceChildren();
-  batches.prepend(el("div", { className: "batch" }, heading, ideas));
+  batches.prepend(batch);
 }
 
 function ideaCard(idea) {
