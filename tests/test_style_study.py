@@ -190,32 +190,6 @@ def test_an_interval_resamples_whole_files_and_says_when_a_verdict_could_flip():
     assert report.span([0.1, None], percent=True) == "+10..%" and report.span([0.5, 1.25]) == "0.50..1.25"
 
 
-def test_a_styles_own_meter_is_the_bar_its_music_spends_most_time_in(tmp_path):
-    import mido
-
-    def tune(name: str, signatures: list[tuple[int, int, int]], beats: int) -> str:
-        track = mido.MidiTrack()
-        now = 0
-        for tick, num, den in signatures:
-            track.append(mido.MetaMessage("time_signature", numerator=num, denominator=den, time=tick - now))
-            now = tick
-        track += [mido.Message("note_on", note=60, velocity=64, time=0),
-                  mido.Message("note_off", note=60, velocity=0, time=beats * 480 - now)]
-        midi = mido.MidiFile(ticks_per_beat=480)
-        midi.tracks.append(track)
-        midi.save(tmp_path / name)
-        return name
-
-    rels = [tune("jig.mid", [(0, 1, 8), (240, 6, 8)], 48),  # a pickup, then 6/8 for 47.5 beats
-            tune("waltz.mid", [(0, 3, 4)], 12), tune("reel.mid", [(0, 4, 4)], 40), tune("plain.mid", [], 8)]
-    meter = study.own_meter(tmp_path, rels)
-    # 3-beat bars: 47.5 + 12 of 108 beats, most of it 6/8; 4/4 (with the unsigned file): 48
-    assert meter["meter"] == "6/8" and meter["beats"] == 3
-    assert meter["share"] == pytest.approx(59.5 / 108) and meter["signature_share"] == pytest.approx(47.5 / 59.5)
-    assert study.own_meter(tmp_path, ["reel.mid", "plain.mid"])["meter"] == "4/4"
-    assert study.own_meter(tmp_path, []) is None
-
-
 def test_batched_nll_carries_the_state_across_chunks(monkeypatch):
     import torch
 

@@ -146,7 +146,7 @@ def meter_table(results: dict) -> list[str]:
         if not own or not theirs:
             continue
         m = r["model"]
-        rows.append([style, f"{own['meter']} ({100 * own['share']:.0f}% of the time in {own['beats']}-beat bars)",
+        rows.append([style, f"{own['meter']} ({100 * own['share']:.0f}% of the windows in {own['beats']}-beat bars)",
                      fmt(r["real_on_beat"], 2), f"{fmt(m['on_beat'], 2)} / {fmt(theirs['on_beat'], 2)}",
                      f"{_percent(r.get('on_beat_gap'))} / {_percent(theirs.get('on_beat_gap'))} "
                      f"({span(theirs.get('on_beat_gap_interval'), percent=True)}): "
@@ -158,7 +158,7 @@ def meter_table(results: dict) -> list[str]:
                      f"{theirs['below_p5']} / {theirs['off_grid']}", fmt((theirs.get("worst") or {}).get("on_beat"), 2)])
     if not rows:
         return []
-    return table(["style", "its own meter (TRAIN files)", "real on-beat", "generated on-beat: 4/4 / own meter",
+    return table(["style", "its own meter (TRAIN windows)", "real on-beat", "generated on-beat: 4/4 / own meter",
                   f"vs real: 4/4 / own meter (95% interval; goal within {int(100 * goals.get('on_beat', 0))}%)",
                   "usable: real", "usable: 4/4 / own meter",
                   f"usable ratio: 4/4 / own meter (95% interval; goal >= {goals.get('usable')})",
@@ -300,7 +300,8 @@ def render(results: dict) -> str:
         meters = meter_table(results)
         if meters:
             lines += ["", "### In the style's own meter", "",
-                      "Styles whose TRAIN files spend most of their time in bars of other than 4 beats: the same "
+                      "Styles whose TRAIN windows are mostly in bars of other than 4 beats (the model's reference "
+                      "says so too: `window_meter`): the same "
                       f"request in 4/4 (the default, above) and with `meter=` the signature they use most (a clip of "
                       f"{sizes['bars']} bars of it). Real: the same TEST windows, whatever their meter. On-beat counts "
                       "quarter-note beats in any meter.", ""]

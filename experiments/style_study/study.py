@@ -304,7 +304,7 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
         # the default opening (the request's: the model's own, after a bar's lead-in), the seed's random
         # first pitch, the model's opening without a lead-in, and (for a style whose music is mostly in
         # bars of other than 4 beats) the style's own meter
-        meter = own_meter(root, [rel for rel in train if rel.startswith(style + "/")])
+        meter = bounds[style].get("meter")  # the meter most of its TRAIN windows are in (`window_meter`)
         row["own_meter"] = meter
         variants = [("model", {}), ("random", {"start": "random"}), ("model_no_lead_in", {"lead_in": 0})]
         if meter and meter["beats"] != 4:
@@ -334,44 +334,6 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
         row.update({key: row["model"][key] for key in GOAL_KEYS})
         rows[style] = row
     return rows
-
-
-def own_meter(root: Path, rels: list[str]) -> dict | None:
-    """The time signature a style's music spends most of its time in: {"meter": "6/8", "beats": 3,
-    "share": of the files' time in bars of that many beats, "signature_share": of it in that
-    signature}, over `rels` (its TRAIN files); bars are counted in quarter-note beats as training
-    counts them (3/4 and 6/8: 3). None without readable files."""
-    from midigen.data.midi_io import read_midi
-    from midigen.errors import MidiReadError
-
-    by_beats: Counter = Counter()
-    by_signature: Counter = Counter()
-    for rel in rels:
-        try:
-            notes = read_midi(root / rel)
-        except MidiReadError:
-            continue
-        if not notes.off.size:
-            continue
-        end = int(notes.off.max())
-        signatures = sorted(notes.time_signatures) or [(0, 4, 4)]
-        if signatures[0][0] > 0:
-            signatures.insert(0, (0, 4, 4))
-        for (tick, num, den), (after, _, _) in zip(signatures, [*signatures[1:], (end, 0, 0)]):
-            if num < 1 or den < 1:
-                continue
-            span = max(min(after, end) - tick, 0) / notes.ticks_per_beat
-            by_beats[num * 4 / den] += span
-            by_signature[(num, den)] += span
-    total = sum(by_beats.values())
-    if not total:
-        return None
-    beats = max((b for b in by_beats if b == int(b) and b >= 1), key=by_beats.get, default=None)
-    if beats is None:
-        return None
-    num, den = max((sig for sig in by_signature if sig[0] * 4 / sig[1] == beats), key=by_signature.get)
-    return {"meter": f"{num}/{den}", "beats": int(beats), "share": by_beats[beats] / total,
-            "signature_share": by_signature[(num, den)] / by_beats[beats]}
 
 
 GOAL_KEYS = ("usable_ratio", "usable_ratio_interval", "met_usable", "sure_usable", "on_beat_gap",
