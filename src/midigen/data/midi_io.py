@@ -31,6 +31,13 @@ DRUM_CHANNEL = 9  # MIDI channel 10, counted from 0
 MIDI_SUFFIXES = (".mid", ".midi", ".smf")  # lower case; compare with `path.suffix.lower()`
 
 
+def meter_beats(meter: str) -> float:
+    """Quarter-note beats in a bar of a time signature written "N/D" (4/4: 4; 3/4 and 6/8: 3;
+    9/8: 4.5), as training counts a bar."""
+    numerator, denominator = meter.split("/")
+    return int(numerator) * 4 / int(denominator)
+
+
 @dataclass(frozen=True)
 class MidiNotes:
     """A MIDI file's notes as `read_midi` gives them: all kept tracks merged, in track order.

@@ -117,7 +117,7 @@ def note_metrics(on_ticks, off_ticks, pitches, ticks_per_beat: float, end_tick: 
     zero_length = int(np.count_nonzero(off <= on))
     if end_tick is None:
         end_tick = int(max(on.max(), off.max())) if on.size else 0
-    bars = bar_lines(time_signatures or [], tpb, end_tick) if time_signatures else None
+    bars = bar_lines(time_signatures, tpb, end_tick) if time_signatures else None
     metrics = _timing_and_pitch_metrics(on, off, pitch, tpb, end_tick, bars, time_signatures)
     metrics["hanging_notes"] = zero_length
     metrics["zero_length_notes"] = zero_length

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midigen.data.midi_io import BEATS_PER_BAR
+from midigen.data.midi_io import BEATS_PER_BAR, meter_beats
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 BLACK_KEYS = {1, 3, 6, 8, 10}  # pitch classes
@@ -43,7 +43,7 @@ def pianoroll_from_notes(on_ticks, off_ticks, pitches, ticks_per_beat: float, pn
     off = np.asarray(off_ticks, dtype=np.float64).ravel() / ticks_per_beat  # beats
     pitch = np.asarray(pitches, dtype=np.int64).ravel()
     end = max(float(end_tick or 0) / ticks_per_beat, float(off.max()) if off.size else 0.0, 1e-9)
-    bar = meter[0] * 4 / meter[1] if meter[0] > 0 and meter[1] > 0 else BEATS_PER_BAR  # in beats
+    bar = meter_beats(f"{meter[0]}/{meter[1]}") if meter[0] > 0 and meter[1] > 0 else BEATS_PER_BAR  # in beats
     bars = max(1, int(np.ceil(end / bar - 1e-9)))
     span = bars * bar
     low, high = _pitch_rows(pitch)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midigen.data.midi_io import read_midi
+from midigen.data.midi_io import meter_beats, read_midi
 from midigen.errors import MidiReadError
 from midigen.evaluation.metrics import (
     GRID_TOLERANCE_BEATS, bar_lines, long_notes, midi_files, on_beat, on_grid, opening_distance, repetition_half,
@@ -120,19 +120,14 @@ def window_meter(rows: list[dict]) -> dict | None:
     meters = [row["meter"] for row in rows if row.get("meter")]
     if not meters:
         return None
-
-    def beats(meter: str) -> float:
-        numerator, denominator = meter.split("/")
-        return int(numerator) * 4 / int(denominator)
-
     by_beats: dict[float, int] = {}
     for meter in meters:
-        by_beats[beats(meter)] = by_beats.get(beats(meter), 0) + 1
+        by_beats[meter_beats(meter)] = by_beats.get(meter_beats(meter), 0) + 1
     whole = {b: n for b, n in by_beats.items() if b == int(b) and b >= 1}
     if not whole:
         return None
     top = max(whole, key=lambda b: (whole[b], b == 4))  # a tie goes to 4/4
-    names = [m for m in meters if beats(m) == top]
+    names = [m for m in meters if meter_beats(m) == top]
     return {"meter": max(set(names), key=lambda m: (names.count(m), m)), "beats": int(top),
             "share": whole[top] / len(meters)}
 

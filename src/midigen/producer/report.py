@@ -57,9 +57,10 @@ def own_meter_hint(reference: dict | None, style: str | None, meter: str) -> dic
     """{"style", "meter", "beats", "share"} when most of the style's real training windows are in
     bars of another length than the request's `meter` (so `--meter` could write it in its own),
     else None: the reference's `window_meter`, for a model whose reference has it."""
+    from midigen.data.midi_io import meter_beats
+
     own = (((reference or {}).get("styles") or {}).get(style) or {}).get("meter") if style else None
-    numerator, denominator = (int(x) for x in meter.split("/"))
-    if not own or own["share"] < OWN_METER_SHARE or own["beats"] == numerator * 4 // denominator:
+    if not own or own["share"] < OWN_METER_SHARE or own["beats"] == meter_beats(meter):
         return None
     return {"style": style, **own}
 

@@ -150,9 +150,10 @@ class GenerateRequest:
 
     @property
     def bar_beats(self) -> int:
-        """Quarter-note beats in a bar of `meter` (4/4: 4; 3/4 and 6/8: 3)."""
-        numerator, denominator = self.time_signature
-        return numerator * 4 // denominator
+        """Quarter-note beats in a bar of `meter` (4/4: 4; 3/4 and 6/8: 3; whole, as checked)."""
+        from midigen.data.midi_io import meter_beats
+
+        return int(meter_beats(self.meter))
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -377,8 +378,10 @@ def _check_meter(req: GenerateRequest) -> None:
     found = re.fullmatch(r"(\d{1,2})/(\d{1,2})", req.meter) if isinstance(req.meter, str) else None
     if not found or int(found[1]) < 1 or int(found[2]) not in METER_DENOMINATORS:
         raise RequestError("meter", req.meter, "use a time signature such as 4/4, 3/4, 6/8 or 2/4")
+    from midigen.data.midi_io import meter_beats
+
     numerator, denominator = int(found[1]), int(found[2])
-    beats = numerator * 4 / denominator
+    beats = meter_beats(f"{numerator}/{denominator}")
     if beats != int(beats) or not 1 <= beats <= MAX_BAR_BEATS:
         raise RequestError("meter", req.meter, f"a bar must hold 1 to {MAX_BAR_BEATS} whole quarter-note beats "
                                                "(6/8: 3, 12/8: 6; not 5/8 or 9/8), e.g. 4/4, 3/4 or 6/8")
