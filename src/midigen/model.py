@@ -180,7 +180,7 @@ def resolve_precision(precision: str) -> str:
     """"auto" -> $MIDIGEN_PRECISION where set (fp32 or bf16), else "bf16" on CPUs with native
     bfloat16 and "fp32" elsewhere; checks the name. bf16 rounding differs between CPUs, so a seed
     draws other clips on another machine; MIDIGEN_PRECISION=fp32 draws the same clips wherever
-    float32 rounds alike (at about 1.4x the sampling time where bf16 is native)."""
+    float32 rounds alike (at about 1.5x the sampling time where bf16 is native)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
