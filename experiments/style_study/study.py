@@ -163,12 +163,9 @@ def real_accuracy(classifier, root: Path, splits: Mapping[str, str], styles: lis
     {style: [per test file, 1.0/0.0 for each of its excerpts]}: the same excerpts as
     `held_out_accuracy` draws (the classifier's own excerpt settings), kept by file so the
     ceiling's interval resamples whole files)."""
-    from midigen.evaluation.style import corpus_examples
+    from midigen.evaluation.style import held_out_examples
 
-    info = classifier.info
-    features, labels, rels = corpus_examples(root, "test", splits, classifier.styles, info.get("bars", 8),
-                                             info.get("per_file", 8), False, info.get("val_fraction", 0.1),
-                                             info.get("test_fraction", 0.1), info.get("seed", 0))
+    features, labels, rels = held_out_examples(classifier, root, "test", splits)
     predicted = classifier.predict(features) if labels else []
     by_file: dict[str, dict[str, list[float]]] = {}
     for guess, label, rel in zip(predicted, labels, rels):
@@ -257,7 +254,8 @@ def generated_accuracy(bundle, classifier, styles: list[str], real: dict, out: P
         ratio = summary["fidelity"] / ceiling if ceiling else None
         heard = [[float(v["style"] == style)] for v in verdict["files"].values()]
         interval = ratio_interval(heard, (real_files or {}).get(style) or [], sizes.seed)
-        rows[style] = {"ratio_interval": interval, "sure": sure(interval, low=GOAL_RATIO),"files": summary["n_files"], "silent_or_unreadable": len(verdict["skipped"]),
+        rows[style] = {"ratio_interval": interval, "sure": sure(interval, low=GOAL_RATIO),
+                       "files": summary["n_files"], "silent_or_unreadable": len(verdict["skipped"]),
                        "accuracy": summary["fidelity"], "mean_probability": summary["expected_probability"],
                        "classified_as": summary["counts"], "mean_probabilities": summary["mean_probabilities"],
                        "real_accuracy": ceiling, "ratio": ratio,
@@ -292,7 +290,10 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                    if split == "test" and rel.startswith(style + "/")]
         by_file = [rows_of_file for rows_of_file in by_file if rows_of_file]
         windows = [w for rows_of_file in by_file for w in rows_of_file]
-        real_usable = [usable(w, p5)[0] for w in windows]
+        # per test file, its windows' verdicts and on-beat shares (a goal's interval resamples files)
+        real_groups = {"usable": [[float(usable(w, p5)[0]) for w in f] for f in by_file],
+                       "on_beat": [[w["on_beat"] for w in f] for f in by_file]}
+        real_usable = [x for f in real_groups["usable"] for x in f]
         row = {"p5_train": p5, "train_windows": bounds[style]["windows"], "real_windows": len(windows),
                "real_on_beat": _mean(np.array([w["on_beat"] for w in windows])),
                "real_usable": _mean(np.array(real_usable, dtype=float)),
@@ -326,7 +327,7 @@ def timing(bundle, styles: list[str], root: Path, splits: Mapping[str, str], out
                           "opening": register(list(files.values()), row["real_opening"]),
                           "worst": verdict["worst"], "files": len(files)}
         for name, files in generated_files.items():  # the goals, and how sure each verdict is
-            row[name].update(goals(files, by_file, p5, row["real_usable"], row["real_on_beat"], sizes.seed))
+            row[name].update(goals(files, real_groups, row["real_usable"], row["real_on_beat"], sizes.seed))
             if classifier is not None and name != "model":  # the model start's fidelity is `generated`'s
                 heard = classify_files(classifier, out / f"timing_{name}" / style, expected=style)
                 row[name]["fidelity"] = heard["folder"]["fidelity"]
@@ -340,21 +341,18 @@ GOAL_KEYS = ("usable_ratio", "usable_ratio_interval", "met_usable", "sure_usable
              "on_beat_gap_interval", "met_on_beat", "sure_on_beat")
 
 
-def goals(files: list[dict], by_file: list[list[dict]], p5: float, real_usable: float | None,
-          real_on_beat: float | None, seed: int) -> dict:
+def goals(files: list[dict], real_groups: dict, real_usable: float | None, real_on_beat: float | None,
+          seed: int) -> dict:
     """The in-time goals of generated `files` (judge's rows) against the real test windows
-    (`by_file`, a test file's windows together): usable ratio and on-beat gap, their 95% intervals
-    (both sides resampled), met, and sure (the interval clear of the bound)."""
-    from midigen.evaluation.reference import usable
-
+    (`real_groups`: {"usable", "on_beat"}: per test file, its windows' values): usable ratio and
+    on-beat gap, their 95% intervals (both sides resampled), met, and sure (the interval clear of
+    the bound)."""
     mine_usable = np.array([float(f["usable"]) for f in files])
     mine_beat = np.array([f["on_beat"] for f in files])
     out = {"usable_ratio": float(mine_usable.mean()) / real_usable if real_usable and files else None,
            "on_beat_gap": float(mine_beat.mean()) / real_on_beat - 1 if real_on_beat and files else None}
-    out["usable_ratio_interval"] = ratio_interval([[x] for x in mine_usable],
-                                                  [[float(usable(w, p5)[0]) for w in f] for f in by_file], seed)
-    out["on_beat_gap_interval"] = ratio_interval([[x] for x in mine_beat], [[w["on_beat"] for w in f] for f in by_file],
-                                                 seed, minus_one=True)
+    out["usable_ratio_interval"] = ratio_interval([[x] for x in mine_usable], real_groups["usable"], seed)
+    out["on_beat_gap_interval"] = ratio_interval([[x] for x in mine_beat], real_groups["on_beat"], seed, minus_one=True)
     out["met_usable"] = None if out["usable_ratio"] is None else bool(out["usable_ratio"] >= GOAL_USABLE)
     out["met_on_beat"] = None if out["on_beat_gap"] is None else bool(abs(out["on_beat_gap"]) <= GOAL_ON_BEAT)
     out["sure_usable"] = sure(out["usable_ratio_interval"], low=GOAL_USABLE)
@@ -546,7 +544,8 @@ def interpolation(bundle, classifier, pairs: list[dict], out: Path, sizes: Sizes
     interval_a = mean_interval([r["rho_a"] for r in rows], sizes.seed)
     interval_b = mean_interval([r["rho_b"] for r in rows], sizes.seed)
     return {"rho_a_interval": interval_a, "rho_b_interval": interval_b,
-            "sure_a": sure(interval_a, low=GOAL_RHO), "sure_b": sure(interval_b, high=-GOAL_RHO),"pairs": rows, "steps": sizes.steps, "weights_of_b": [i / (sizes.steps - 1) for i in steps],
+            "sure_a": sure(interval_a, low=GOAL_RHO), "sure_b": sure(interval_b, high=-GOAL_RHO),
+            "pairs": rows, "steps": sizes.steps, "weights_of_b": [i / (sizes.steps - 1) for i in steps],
             "mean_rho_a": mean_rho_a, "mean_rho_b": mean_rho_b,
             "met_a": bool(mean_rho_a >= GOAL_RHO), "met_b": bool(mean_rho_b <= -GOAL_RHO),
             "mean_d_a": np.mean([r["d_a"] for r in rows], axis=0).tolist(),

@@ -528,17 +528,26 @@ def held_out_accuracy(classifier: StyleClassifier, root: str | Path, split: str 
     (its `info`), so the held-out files are the ones fitting never saw; a classifier fitted
     with explicit `splits` needs the same `splits` here.
     """
+    features, labels, _ = held_out_examples(classifier, root, split, splits, bars, per_file, seed, val_fraction,
+                                            test_fraction)
+    if not labels:
+        raise MidigenError(f"{root}: no readable MIDI file with notes in the {split} split")
+    return classifier.per_style_accuracy(features, labels)
+
+
+def held_out_examples(classifier: StyleClassifier, root: str | Path, split: str = "test", splits: Splits = None,
+                      bars: int | None = None, per_file: int | None = None, seed: int | None = None,
+                      val_fraction: float | None = None, test_fraction: float | None = None):  # noqa: ANN201
+    """`corpus_examples` of the held-out `split` as `held_out_accuracy` scores them: (features,
+    labels, rels), with the excerpts and split the classifier was fitted with unless given."""
     info = classifier.info
     bars = info.get("bars", 8) if bars is None else bars
     per_file = info.get("per_file", 8) if per_file is None else per_file
     seed = info.get("seed", 0) if seed is None else seed
     val_fraction = info.get("val_fraction", 0.1) if val_fraction is None else val_fraction
     test_fraction = info.get("test_fraction", 0.1) if test_fraction is None else test_fraction
-    features, labels, _ = corpus_examples(root, split, splits, classifier.styles, bars, per_file,
-                                          bars is None, val_fraction, test_fraction, seed)
-    if not labels:
-        raise MidigenError(f"{root}: no readable MIDI file with notes in the {split} split")
-    return classifier.per_style_accuracy(features, labels)
+    return corpus_examples(root, split, splits, classifier.styles, bars, per_file, bars is None, val_fraction,
+                           test_fraction, seed)
 
 
 def classify_files(classifier: StyleClassifier, paths, expected: str | None = None) -> dict:
